@@ -1,0 +1,95 @@
+# switchyard — developer entry points. The real build is meson + ninja; this file only installs
+# what is missing (Debian 12), configures build directories and runs the suites.
+#
+#   make deps            install missing Debian packages (apt-get; idempotent)
+#   make build           deps + meson setup build + ninja -C build
+#   make test            build + the whole meson suite
+#   make demo            build + tests/demo.sh (blue/green origins behind the proxy)
+#   make bench           build + tests/bench/bench.sh (against nginx and HAProxy)
+#   make check-sanitize  the whole suite under ASan + UBSan (build-asan)
+#   make check-tsan      unit + 'tsan' suites under ThreadSanitizer (build-tsan)
+#   make clean           remove the build directories
+#
+# Build directories can be moved: make test BUILD=build-mine ASAN_BUILD=... TSAN_BUILD=...
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+.PHONY: deps build test demo bench check-sanitize check-tsan clean
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+NPROC      ?= 2
+MESON      ?= meson
+NINJA      ?= ninja
+
+PACKAGES := build-essential meson ninja-build pkg-config libevent-dev libssl-dev libyaml-dev \
+	libjansson-dev libcurl4-openssl-dev node-llhttp python3 python3-prometheus-client curl wrk \
+	nginx haproxy clang libclang-rt-14-dev procps
+
+# Root runs apt-get itself; anyone else goes through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+POLICY_RC_D ?= /usr/sbin/policy-rc.d
+
+export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+
+# Installs only the missing packages; when nothing is missing it touches nothing (no apt-get
+# update). Daemons that Debian would start on install (nginx and haproxy listen on :80) are kept
+# from starting with a temporary policy-rc.d, and stopped afterwards should one be running anyway.
+deps:
+	@missing=(); \
+	for p in $(PACKAGES); do \
+	    st=$$(dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null || true); \
+	    [ "$$st" = "install ok installed" ] || missing+=("$$p"); \
+	done; \
+	if [ $${#missing[@]} -eq 0 ]; then echo "deps: all $(words $(PACKAGES)) packages installed"; exit 0; fi; \
+	echo "deps: installing ($${#missing[@]} missing): $${missing[*]}"; \
+	if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; then \
+	    echo "deps: not root and no sudo: install these as root: $${missing[*]}" >&2; exit 1; fi; \
+	prc=$(POLICY_RC_D); own_prc=; \
+	if [ ! -e $$prc ]; then \
+	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$prc >/dev/null && $(SUDO) chmod 755 $$prc && own_prc=1; fi; \
+	rc=0; \
+	{ $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$${missing[@]}"; } || rc=$$?; \
+	[ -z "$$own_prc" ] || $(SUDO) rm -f $$prc; \
+	for d in nginx haproxy; do \
+	    case " $${missing[*]} " in *" $$d "*) ;; *) continue ;; esac; \
+	    $(SUDO) service $$d stop >/dev/null 2>&1 || true; \
+	    for pf in /run/$$d.pid /var/run/$$d.pid; do \
+	        [ -s $$pf ] && $(SUDO) kill "$$(cat $$pf)" 2>/dev/null || true; \
+	    done; \
+	done; \
+	if [ $$rc -ne 0 ]; then echo "deps: apt-get failed (exit $$rc)" >&2; exit $$rc; fi; \
+	echo "deps: done"
+
+build: deps
+	@[ -f $(BUILD)/meson-private/coredata.dat ] || $(MESON) setup $(BUILD)
+	$(NINJA) -C $(BUILD)
+
+test: build
+	$(MESON) test -C $(BUILD) --print-errorlogs --num-processes $(NPROC)
+
+demo: build
+	BUILD_DIR=$(BUILD) bash tests/demo.sh
+
+bench: build
+	BUILD_DIR=$(BUILD) bash tests/bench/bench.sh
+
+check-sanitize: deps
+	@[ -f $(ASAN_BUILD)/meson-private/coredata.dat ] || \
+	    $(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
+	$(NINJA) -C $(ASAN_BUILD)
+	$(MESON) test -C $(ASAN_BUILD) --print-errorlogs --num-processes $(NPROC) --timeout-multiplier 3
+
+check-tsan: deps
+	@[ -f $(TSAN_BUILD)/meson-private/coredata.dat ] || $(MESON) setup $(TSAN_BUILD) -Db_sanitize=thread
+	$(NINJA) -C $(TSAN_BUILD)
+	TSAN_OPTIONS=$${TSAN_OPTIONS:-halt_on_error=1} \
+	    $(MESON) test -C $(TSAN_BUILD) --print-errorlogs --num-processes $(NPROC) \
+	    --timeout-multiplier 3 --suite unit --suite tsan
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

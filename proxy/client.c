@@ -1,0 +1,620 @@
+/* proxy/client.c — client connections: reading and checking requests with llhttp (strict),
+ * routing them, streaming their bodies upstream, keep-alive, pipelining, timeouts, and the one
+ * way out (client_close). The response side is relay.c. */
+#include "proxy/client.h"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "conf/xalloc.h"
+#include "proxy/clock.h"
+#include "proxy/log.h"
+#include "proxy/upstream.h"
+
+#define CLIENT_MAX_SINGLE_READ (64 * 1024)
+#define CLOSING_DEADLINE_MS 5000
+#define LINGER_MS 2000
+#define DRAIN_GRACE_MS 500
+
+static int on_message_begin(llhttp_t *p);
+static int on_url(llhttp_t *p, const char *at, size_t len);
+static int on_header_field(llhttp_t *p, const char *at, size_t len);
+static int on_header_value(llhttp_t *p, const char *at, size_t len);
+static int on_headers_complete(llhttp_t *p);
+static int on_body(llhttp_t *p, const char *at, size_t len);
+static int on_message_complete(llhttp_t *p);
+
+static llhttp_settings_t req_settings;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+
+static void
+settings_init(void)
+{
+    llhttp_settings_init(&req_settings);
+    req_settings.on_message_begin = on_message_begin;
+    req_settings.on_url = on_url;
+    req_settings.on_header_field = on_header_field;
+    req_settings.on_header_value = on_header_value;
+    req_settings.on_headers_complete = on_headers_complete;
+    req_settings.on_body = on_body;
+    req_settings.on_message_complete = on_message_complete;
+}
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short events, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
+static const struct conf *
+cur_conf(const struct client *c)
+{
+    return c->ws ? c->ws->snap->conf : c->w->cur->snap->conf;
+}
+
+static void
+arm_timer(struct client *c, uint64_t ms)
+{
+    struct timeval tv = clock_tv(ms);
+    evtimer_add(c->timer, &tv);
+}
+
+static void
+peer_to_text(const struct sockaddr *sa, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)outlen);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            inet_ntop(AF_INET, &a->s6_addr[12], out, (socklen_t)outlen);
+        else
+            inet_ntop(AF_INET6, a, out, (socklen_t)outlen);
+    }
+    if (out[0] == '\0')
+        snprintf(out, outlen, "unknown");
+}
+
+struct client *
+client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen,
+              enum route_to route_to, bool tls)
+{
+    pthread_once(&settings_once, settings_init);
+    struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        close(fd);
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    struct client *c = xcalloc(1, sizeof(*c));
+    c->w = w;
+    c->bev = bev;
+    c->route_to = route_to;
+    c->tls = tls;
+    if (addrlen > 0 && (size_t)addrlen <= sizeof(c->peer))
+        memcpy(&c->peer, addr, (size_t)addrlen);
+    peer_to_text((const struct sockaddr *)&c->peer, c->peer_text, sizeof(c->peer_text));
+    llhttp_init(&c->parser, HTTP_REQUEST, &req_settings);
+    c->parser.data = c;
+    http_head_init(&c->head, 0, 0, 0);
+    http_head_init(&c->rhead, 64 * 1024, 1000, 0);
+    c->timer = evtimer_new(w->base, on_timer, c);
+    c->state = CS_IDLE;
+    TAILQ_INSERT_TAIL(&w->clients, c, link);
+
+    const struct conf *conf = w->cur->snap->conf;
+    bufferevent_set_max_single_read(bev, CLIENT_MAX_SINGLE_READ);
+    /* Reading stops by itself when a paused (pipelined) request leaves this much unread. */
+    bufferevent_setwatermark(bev, EV_READ, 0, conf->limits.max_header_bytes + 64 * 1024);
+    bufferevent_setwatermark(bev, EV_WRITE, RELAY_LOW_BYTES, 0);
+    bufferevent_setcb(bev, on_read, on_write, on_event, c);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    /* The first request's header deadline runs from accept. */
+    arm_timer(c, conf->timeouts.client_header_ms);
+    return c;
+}
+
+/* Releases what the exchange holds; the connection itself stays. */
+static void
+exchange_release(struct client *c, bool reuse_upstream)
+{
+    if (c->inflight) {
+        c->srv->w[c->w->id].inflight--;
+        c->inflight = false;
+    }
+    if (c->up) {
+        if (reuse_upstream) {
+            const struct conf_pool *pc = c->ws->snap->pools[c->srv->pool].conf;
+            upstream_park(&c->up, pc->max_idle, pc->idle_timeout_ms);
+        } else {
+            upstream_close(&c->up);
+        }
+    }
+    c->srv = NULL;
+    worker_snap_put(c->w, &c->ws);
+}
+
+static void
+exchange_reset(struct client *c)
+{
+    http_head_clear(&c->head);
+    http_head_clear(&c->rhead);
+    if (c->req.cap > 4096)
+        http_buf_finish(&c->req);
+    c->req.len = 0;
+    c->request_id[0] = '\0';
+    c->cookie[0] = '\0';
+    c->reject = 0;
+    c->resp_status = 0;
+    c->connect_tries = 0;
+    c->body_bytes = 0;
+    c->out_body = HTTP_BODY_NONE;
+    c->head_method = c->upgrade = c->req_chunked = c->req_body = false;
+    c->req_complete = c->resp_started = c->resp_bytes = c->resp_complete = false;
+    c->interim = c->up_reusable = c->up_reused = c->retried = false;
+    c->up_paused = false;
+}
+
+void
+client_close(struct client *c)
+{
+    if (c == NULL)
+        return;
+    exchange_release(c, false);
+    http_head_finish(&c->head);
+    http_head_finish(&c->rhead);
+    http_buf_finish(&c->req);
+    if (c->timer)
+        event_free(c->timer);
+    bufferevent_free(c->bev);
+    TAILQ_REMOVE(&c->w->clients, c, link);
+    struct worker *w = c->w;
+    free(c);
+    worker_client_closed(w);
+}
+
+void
+client_close_after_flush(struct client *c)
+{
+    exchange_release(c, false);
+    c->state = CS_CLOSING;
+    c->keepalive = false;
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    evtimer_del(c->timer);
+    arm_timer(c, CLOSING_DEADLINE_MS);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        on_write(c->bev, c);
+}
+
+void
+client_fail(struct client *c, int status)
+{
+    if (c->resp_started || status == 0) {
+        /* Part of a response is out: the only honest signal left is closing. */
+        client_close(c);
+        return;
+    }
+    struct http_buf b = {0};
+    http_write_error(&b, status, c->request_id[0] ? c->request_id : NULL);
+    evbuffer_add(bufferevent_get_output(c->bev), b.p, b.len);
+    http_buf_finish(&b);
+    c->resp_started = true;
+    if (status >= 500)
+        log_debug("%s %s -> %d request id %s", c->peer_text,
+                  c->head.url_len ? "request" : "connection", status, c->request_id);
+    client_close_after_flush(c);
+}
+
+void
+client_exchange_done(struct client *c)
+{
+    struct worker *w = c->w;
+    bool reuse = c->up_reusable && c->req_complete && c->resp_complete;
+    uint64_t keepalive_ms = cur_conf(c)->timeouts.keepalive_ms;
+    exchange_release(c, reuse);
+    exchange_reset(c);
+    if (!c->keepalive || c->peer_eof || w->draining) {
+        client_close_after_flush(c);
+        return;
+    }
+    c->state = CS_IDLE;
+    evtimer_del(c->timer);
+    arm_timer(c, keepalive_ms);
+    llhttp_resume(&c->parser);
+    if (c->read_paused) {
+        c->read_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    client_feed(c);
+}
+
+void
+client_drain(struct client *c)
+{
+    if (c->state == CS_IDLE && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        /* Spread the closes so clients that are just sending are not all cut at once. */
+        evtimer_del(c->timer);
+        arm_timer(c, route_rand(&c->w->rng) % DRAIN_GRACE_MS);
+    }
+}
+
+static int
+status_for_error(struct client *c, llhttp_errno_t err)
+{
+    if (c->reject)
+        return c->reject;
+    switch (err) {
+    case HPE_INVALID_VERSION:
+        return 505;
+    default:
+        return 400;
+    }
+}
+
+void
+client_feed(struct client *c)
+{
+    if (c->in_feed)
+        return;
+    c->in_feed = true;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    for (;;) {
+        if (c->state == CS_WAIT || c->state == CS_TUNNEL || c->state == CS_CLOSING)
+            break;
+        if (c->up && evbuffer_get_length(bufferevent_get_output(c->up->bev)) >= RELAY_HIGH_BYTES) {
+            c->read_paused = true;
+            bufferevent_disable(c->bev, EV_READ);
+            break;
+        }
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+            break;
+        const char *base = v.iov_base;
+        llhttp_errno_t err = llhttp_execute(&c->parser, base, v.iov_len);
+        size_t used = v.iov_len;
+        if (err != HPE_OK) {
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            used = (pos && pos >= base && pos <= base + v.iov_len) ? (size_t)(pos - base) : 0;
+        }
+        evbuffer_drain(in, used);
+        if (err == HPE_OK || err == HPE_PAUSED)
+            continue;
+        if (err == HPE_PAUSED_UPGRADE) {
+            if (c->state == CS_WAIT)
+                break;
+            /* A non-upgraded exchange on an upgrade request: go on with HTTP. */
+            llhttp_resume_after_upgrade(&c->parser);
+            continue;
+        }
+        c->in_feed = false;
+        if (c->reject == 0)
+            log_debug("%s: bad request: %s (%s)", c->peer_text, llhttp_errno_name(err),
+                      llhttp_get_error_reason(&c->parser));
+        client_fail(c, status_for_error(c, err));
+        return;
+    }
+    c->in_feed = false;
+}
+
+/* --- llhttp callbacks: they only record and write; closing happens after llhttp returns. --- */
+
+static int
+reject(struct client *c, int status)
+{
+    c->reject = status;
+    llhttp_set_error_reason(&c->parser, "rejected");
+    return HPE_USER;
+}
+
+static int
+head_result(struct client *c, enum http_head_result r)
+{
+    switch (r) {
+    case HTTP_HEAD_OK:
+        return 0;
+    case HTTP_HEAD_URI_TOO_LONG:
+        return reject(c, 414);
+    case HTTP_HEAD_TOO_BIG:
+    case HTTP_HEAD_TOO_MANY:
+        return reject(c, 431);
+    }
+    return reject(c, 400);
+}
+
+static int
+on_message_begin(llhttp_t *p)
+{
+    struct client *c = p->data;
+    c->ws = worker_snap_get(c->w);
+    const struct conf *conf = c->ws->snap->conf;
+    c->head.max_bytes = conf->limits.max_header_bytes;
+    c->head.max_fields = conf->limits.max_headers;
+    c->head.max_uri_bytes = conf->limits.max_uri_bytes;
+    if (c->state == CS_IDLE && c->keepalive) {
+        /* A keep-alive request: its header deadline runs from its first byte. */
+        evtimer_del(c->timer);
+        arm_timer(c, conf->timeouts.client_header_ms);
+    }
+    c->state = CS_HEAD;
+    c->started_ms = clock_ms();
+    return 0;
+}
+
+static int
+on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct client *c = p->data;
+    return head_result(c, http_head_url(&c->head, at, len));
+}
+
+static int
+on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct client *c = p->data;
+    return head_result(c, http_head_field(&c->head, at, len));
+}
+
+static int
+on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct client *c = p->data;
+    return head_result(c, http_head_value(&c->head, at, len));
+}
+
+/* The bucket of DESIGN §3 step 2 and the pool of step 3 (step 1, preview, is the listener's). */
+static void
+route_request(struct client *c, const struct conf *conf)
+{
+    struct route_word rw;
+    routing_load(c->w->routing, &rw);
+    switch (c->route_to) {
+    case ROUTE_TO_STANDBY:
+        c->pool = route_other_pool(rw.live);
+        return;
+    case ROUTE_TO_BLUE:
+        c->pool = POOL_BLUE;
+        return;
+    case ROUTE_TO_GREEN:
+        c->pool = POOL_GREEN;
+        return;
+    case ROUTE_TO_NORMAL:
+        break;
+    }
+    const struct conf_sticky *st = &conf->routing.sticky;
+    uint32_t bucket = 0;
+    bool have = false;
+    if (st->cookie_name && st->by != STICKY_NONE) {
+        for (uint32_t i = 0; i < c->head.nfields && !have; i++) {
+            const struct http_field *f = &c->head.fields[i];
+            if (f->name_len != 6 || strncasecmp(http_field_name(&c->head, f), "Cookie", 6) != 0)
+                continue;
+            const char *val;
+            size_t vlen;
+            if (route_cookie_find(http_field_value(&c->head, f), f->value_len, st->cookie_name,
+                                  &val, &vlen) == 0 &&
+                route_bucket_parse(val, vlen, &bucket) == 0)
+                have = true;
+        }
+    }
+    if (!have) {
+        switch (st->by) {
+        case STICKY_COOKIE:
+            bucket = route_bucket_random(&c->w->rng);
+            snprintf(c->cookie, sizeof(c->cookie), "%s=%u; Path=/; Max-Age=%llu; HttpOnly",
+                     st->cookie_name, bucket, (unsigned long long)(st->max_age_ms / 1000));
+            break;
+        case STICKY_HEADER: {
+            const struct http_field *f = st->header ? http_head_get(&c->head, st->header, NULL)
+                                                    : NULL;
+            if (f)
+                bucket = route_bucket_hash(http_field_value(&c->head, f), f->value_len);
+            else
+                bucket = route_bucket_random(&c->w->rng);
+            break;
+        }
+        case STICKY_IP:
+            if (c->peer.ss_family == AF_INET6) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *)&c->peer)->sin6_addr;
+                if (IN6_IS_ADDR_V4MAPPED(a))
+                    bucket = route_bucket_hash(&a->s6_addr[12], 4);
+                else
+                    bucket = route_bucket_hash(a, sizeof(*a));
+            } else {
+                const struct in_addr *a = &((const struct sockaddr_in *)&c->peer)->sin_addr;
+                bucket = route_bucket_hash(a, sizeof(*a));
+            }
+            break;
+        case STICKY_NONE:
+            bucket = route_bucket_random(&c->w->rng);
+            break;
+        }
+    }
+    c->pool = route_pool_for_bucket(&rw, bucket);
+}
+
+static int
+on_headers_complete(llhttp_t *p)
+{
+    struct client *c = p->data;
+    const struct conf *conf = c->ws->snap->conf;
+    evtimer_del(c->timer);
+
+    if (p->http_major != 1 || p->http_minor > 1)
+        return reject(c, 505);
+    c->http10 = p->http_minor == 0;
+    if (p->method == HTTP_CONNECT)
+        return reject(c, 405);
+    unsigned nhost = 0;
+    http_head_get(&c->head, "Host", &nhost);
+    if (nhost > 1 || (!c->http10 && nhost == 0))
+        return reject(c, 400);
+    if (p->flags & F_TRANSFER_ENCODING) {
+        /* HTTP/1.0 has no chunked coding, and a final coding other than chunked leaves the
+         * length unknowable (RFC 9112 §6.3): both are smuggling vectors. */
+        if (c->http10 || !(p->flags & F_CHUNKED))
+            return reject(c, 400);
+    }
+    c->req_chunked = (p->flags & F_CHUNKED) != 0;
+    c->req_body = c->req_chunked || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    uint64_t max_body = conf->limits.max_body_bytes;
+    if (max_body && (p->flags & F_CONTENT_LENGTH) && !c->req_chunked &&
+        p->content_length > max_body)
+        return reject(c, 413);
+    const struct http_field *expect = http_head_get(&c->head, "Expect", NULL);
+    if (expect && !(expect->value_len == 12 &&
+                    strncasecmp(http_field_value(&c->head, expect), "100-continue", 12) == 0))
+        return reject(c, 417);
+    c->head_method = p->method == HTTP_HEAD;
+    c->upgrade = p->upgrade != 0;
+    c->keepalive = llhttp_should_keep_alive(p) && !c->w->draining;
+
+    const struct http_field *xid = http_head_get(&c->head, "X-Request-Id", NULL);
+    if (xid && http_request_id_sane(http_field_value(&c->head, xid), xid->value_len)) {
+        memcpy(c->request_id, http_field_value(&c->head, xid), xid->value_len);
+        c->request_id[xid->value_len] = '\0';
+    } else {
+        uint64_t a = route_rand(&c->w->rng), b = route_rand(&c->w->rng);
+        http_request_id_make(c->request_id, a, b);
+    }
+
+    route_request(c, conf);
+    if (!relay_attach(c))
+        return HPE_USER;
+    c->state = CS_BODY;
+    if (c->req_body) {
+        struct timeval tv = clock_tv(conf->timeouts.client_body_ms);
+        bufferevent_set_timeouts(c->bev, &tv, NULL);
+    }
+    return 0;
+}
+
+static int
+on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct client *c = p->data;
+    uint64_t max_body = c->ws->snap->conf->limits.max_body_bytes;
+    c->body_bytes += len;
+    if (max_body && c->body_bytes > max_body)
+        return reject(c, 413);
+    struct evbuffer *out = bufferevent_get_output(c->up->bev);
+    if (c->req_chunked) {
+        char line[24];
+        int n = snprintf(line, sizeof(line), "%zx\r\n", len);
+        evbuffer_add(out, line, (size_t)n);
+        evbuffer_add(out, at, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, at, len);
+    }
+    return 0;
+}
+
+static int
+on_message_complete(llhttp_t *p)
+{
+    struct client *c = p->data;
+    if (c->req_chunked && c->up)
+        evbuffer_add(bufferevent_get_output(c->up->bev), "0\r\n\r\n", 5);
+    c->req_complete = true;
+    c->state = CS_WAIT;
+    if (c->req_body)
+        bufferevent_set_timeouts(c->bev, NULL, NULL);
+    /* One request at a time: pipelined requests wait in the input buffer, answered in order. */
+    return HPE_PAUSED;
+}
+
+/* --- bufferevent callbacks --- */
+
+static void
+on_read(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    if (c->state == CS_CLOSING) {
+        struct evbuffer *in = bufferevent_get_input(bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    client_feed(c);
+}
+
+static void
+on_write(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    if (c->state == CS_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+            /* Lingering close: stop sending, read what the client still sends for a moment so
+             * our last response is not destroyed by a reset. */
+            shutdown(bufferevent_getfd(bev), SHUT_WR);
+            evtimer_del(c->timer);
+            arm_timer(c, LINGER_MS);
+        }
+        return;
+    }
+    if (c->up_paused && c->up &&
+        evbuffer_get_length(bufferevent_get_output(bev)) <= RELAY_LOW_BYTES) {
+        c->up_paused = false;
+        bufferevent_enable(c->up->bev, EV_READ);
+        relay_feed(c);
+    }
+}
+
+static void
+on_event(struct bufferevent *bev, short events, void *arg)
+{
+    struct client *c = arg;
+    if (c->state == CS_CLOSING) {
+        client_close(c);
+        return;
+    }
+    if (events & BEV_EVENT_TIMEOUT) {
+        /* The body idle timeout (the only read timeout set on a client). */
+        client_fail(c, 408);
+        return;
+    }
+    if ((events & BEV_EVENT_EOF) && c->state == CS_WAIT) {
+        /* The client half-closed after a complete request: deliver the response, then close. */
+        c->peer_eof = true;
+        c->keepalive = false;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
+    client_close(c);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    switch (c->state) {
+    case CS_IDLE:
+        client_close(c);
+        return;
+    case CS_HEAD:
+        client_fail(c, 408);
+        return;
+    case CS_CLOSING:
+        client_close(c);
+        return;
+    case CS_TUNNEL:
+        client_close(c); /* the flush after one side closed took too long */
+        return;
+    case CS_BODY:
+    case CS_WAIT:
+        return;
+    }
+}

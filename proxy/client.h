@@ -1,0 +1,119 @@
+/* proxy/client.h — a client connection and the request/response exchange it carries (DESIGN §4).
+ * The request side lives in client.c, the response side in relay.c, the byte tunnel after 101
+ * in tunnel.c; they share this struct. Worker thread only. */
+#ifndef PROXY_CLIENT_H
+#define PROXY_CLIENT_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <event2/bufferevent.h>
+#include <llhttp.h>
+
+#include "proxy/http.h"
+#include "proxy/worker.h"
+
+/* Output queued towards one side before reading from the other stops (back-pressure). */
+#define RELAY_HIGH_BYTES (256 * 1024)
+#define RELAY_LOW_BYTES (64 * 1024)
+
+enum client_state {
+    CS_IDLE = 0, /* waiting for the first byte of a request */
+    CS_HEAD,     /* reading a request head */
+    CS_BODY,     /* streaming a request body upstream */
+    CS_WAIT,     /* request complete, response in progress */
+    CS_TUNNEL,   /* after 101: bytes both ways */
+    CS_CLOSING,  /* flushing the last response, then closing */
+};
+
+struct client {
+    struct worker *w;        /* borrowed (lives while the worker does) */
+    struct bufferevent *bev; /* owned */
+    llhttp_t parser;
+    struct http_head head;  /* the request head */
+    struct http_head rhead; /* the response head */
+    enum client_state state;
+    enum route_to route_to;
+    bool tls;
+    struct sockaddr_storage peer;
+    char peer_text[64];
+    struct event *timer; /* owned: header deadline, keep-alive idle, closing deadline */
+    TAILQ_ENTRY(client) link;
+
+    /* The exchange in progress. */
+    struct wsnap *ws;     /* the snapshot this request uses (counted) */
+    struct server *srv;   /* borrowed from ws; in-flight counted on it */
+    enum pool_id pool;
+    struct upconn *up;    /* owned while the exchange runs */
+    struct http_buf req;  /* the request head as sent upstream (kept to retry) */
+    char request_id[129];
+    char cookie[96];      /* Set-Cookie value to add, or "" */
+    int reject;           /* status to answer after the parser returns */
+    int resp_status;
+    unsigned connect_tries;
+    uint64_t body_bytes;
+    uint64_t started_ms;
+    enum http_body out_body;
+    bool keepalive;      /* the client connection may carry another request */
+    bool http10;
+    bool head_method;
+    bool upgrade;
+    bool req_chunked;
+    bool req_body;
+    bool req_complete;
+    bool resp_started;   /* a final response head went to the client */
+    bool resp_bytes;     /* any byte came from upstream for this exchange */
+    bool resp_complete;
+    bool interim;
+    bool up_reusable;
+    bool up_reused;
+    bool retried;
+    bool in_feed;
+    bool read_paused;    /* back-pressure: upstream output full */
+    bool up_paused;      /* back-pressure: client output full */
+    bool peer_eof;
+    bool inflight;       /* counted in srv->w[].inflight */
+};
+
+/* Adopts an accepted socket. NULL when the bufferevent cannot be made (the fd is closed). */
+struct client *client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen,
+                             enum route_to route_to, bool tls);
+
+/* The one way out: frees the client and everything of its exchange. Callers return right after.
+ * Never called from inside a parser callback. */
+void client_close(struct client *c);
+
+/* Sends a local response (error page) if no response started, then closes after flushing;
+ * aborts the exchange's upstream connection. */
+void client_fail(struct client *c, int status);
+
+/* Parses buffered request bytes as far as the exchange allows. */
+void client_feed(struct client *c);
+
+/* Ends the exchange when both directions are complete: parks or closes the upstream
+ * connection, then waits for the next request or closes. */
+void client_exchange_done(struct client *c);
+
+/* Stops reading and closes once the output is flushed (bounded by a deadline). */
+void client_close_after_flush(struct client *c);
+
+/* Begins closing idle keep-alive connections of a draining worker: closes it now if idle. */
+void client_drain(struct client *c);
+
+/* relay.c: attaches c->up and starts relaying the response. */
+void relay_start(struct client *c);
+
+/* relay.c: parses buffered upstream bytes as far as back-pressure allows. */
+void relay_feed(struct client *c);
+
+/* relay.c: picks a server and attaches an upstream connection for the request, writing the
+ * request head; false with c->reject set when none can be had. */
+bool relay_attach(struct client *c);
+
+/* tunnel.c: switches the exchange to a byte tunnel after a 101 response. */
+void tunnel_start(struct client *c);
+
+#endif

@@ -1,0 +1,100 @@
+/* proxy/snapshot.h — the published config snapshot: a struct conf plus the pools and servers
+ * derived from it (DESIGN §3, kind 1).
+ *
+ * A snapshot is immutable once published and reference counted; a request holds the snapshot it
+ * started with. Servers are shared between consecutive snapshots when pool, name and address
+ * match, so their health, admin state and idle connections survive a reload. */
+#ifndef PROXY_SNAPSHOT_H
+#define PROXY_SNAPSHOT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf/conf.h"
+
+#define MAX_WORKERS 64
+
+enum health_state {
+    HEALTH_UNKNOWN = 0,
+    HEALTH_UP,
+    HEALTH_DOWN,
+};
+
+enum admin_state {
+    ADMIN_READY = 0,
+    ADMIN_DRAIN,
+    ADMIN_MAINT,
+};
+
+struct upconn;
+
+/* One per worker and server; written only by its worker (never by another thread), so the
+ * alignment keeps two workers from sharing a cache line. */
+struct server_wslot {
+    _Alignas(64) uint32_t inflight; /* requests of this worker in flight on this server */
+    uint32_t nidle;                 /* idle upstream connections in the list below */
+    struct upconn *idle_head;       /* borrowed list (owned by the worker's upstream module) */
+    int32_t rr_current;             /* smooth weighted round robin state */
+    uint32_t open_conns;            /* upstream connections open from this worker */
+};
+
+struct server {
+    atomic_int refs;
+    char *name; /* owned */
+    enum pool_id pool;
+    struct conf_addr addr;
+    uint32_t weight;
+    /* Written by the main thread, read by workers per request: relaxed loads are enough, a worker
+     * seeing a change one request late is harmless (the routing word carries the guarantee). */
+    atomic_int health;               /* enum health_state */
+    atomic_int admin;                /* enum admin_state */
+    atomic_uint_fast64_t ejected_until_ms; /* passive ejection deadline (CLOCK_MONOTONIC ms) */
+    atomic_bool removed;             /* no longer in the published config */
+    int nworkers;
+    struct server_wslot *w; /* owned: nworkers slots, 64-byte aligned */
+};
+
+struct pool {
+    enum pool_id id;
+    const struct conf_pool *conf; /* borrowed (lives while the snapshot does) */
+    struct server **servers;      /* owned array of refs */
+    size_t nservers;
+    uint32_t total_weight;
+};
+
+struct snapshot {
+    atomic_int refs;
+    uint64_t serial;   /* 1 for the first config, +1 per successful reload */
+    struct conf *conf; /* owned */
+    struct pool pools[POOL_COUNT];
+    int nworkers;
+};
+
+/* Builds a snapshot from conf (takes ownership of it) for nworkers workers. Servers of prev (may
+ * be NULL) whose pool, name and address match are shared (ref taken), keeping their state; new
+ * servers start with health `initial_health`. Returns a snapshot with one ref. Main thread. */
+struct snapshot *snapshot_create(struct conf *conf, const struct snapshot *prev, int nworkers,
+                                 enum health_state initial_health);
+
+/* Marks the servers of old that next does not contain as removed (workers then close their idle
+ * connections to them). Main thread, after publishing next. */
+void snapshot_mark_removed(const struct snapshot *old, const struct snapshot *next);
+
+/* Takes a reference. Any thread holding a reference. */
+struct snapshot *snapshot_ref(struct snapshot *s);
+
+/* Drops a reference and clears *s; frees on the last one. Accepts NULL. Any thread. */
+void snapshot_release(struct snapshot **s);
+
+struct server *server_ref(struct server *srv);
+void server_release(struct server **srv);
+
+/* Whether a server may take new requests now: health up, admin ready, not ejected, not removed.
+ * Any thread. */
+bool server_usable(const struct server *srv, uint64_t now_ms);
+
+/* Finds a server by pool and name; NULL when absent. */
+struct server *snapshot_find_server(const struct snapshot *s, enum pool_id pool, const char *name);
+
+#endif

@@ -1,0 +1,222 @@
+"""Request framing rejections (DESIGN §4 bullet 2): each malformed or over-limit request gets the
+right status with `Connection: close`, the connection is then closed, and the origin receives
+nothing at all."""
+
+import os
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+H = b'Host: test.local\r\n'
+
+
+class FramingRejectionTest(h.ProxyTestCase):
+
+    @classmethod
+    def limits(cls):
+        return {'max_header_bytes': '4k', 'max_headers': 20, 'max_uri_bytes': '1k',
+                'max_body_bytes': '1k'}
+
+    def setUp(self):
+        super().setUp()
+        self.p = self.setup_basic(limits=self.limits())
+
+    def rejected(self, raw, status, what, send_after=None):
+        """Send raw bytes; expect `status`, Connection: close, then EOF; origin untouched."""
+        before = self.b1.stats()['requests']
+        before_g = self.g1.stats()['requests']
+        c = h.Client(self.p.port)
+        try:
+            c.send(raw)
+            if send_after is not None:
+                time.sleep(0.05)
+                try:
+                    c.send(send_after)
+                except OSError:
+                    pass
+            try:
+                r = c.read_response()
+            except h.ProtocolError as e:
+                self.fail('%s: no complete response: %s (sent %r)' % (what, e, raw[:200]))
+            if r.status != status:
+                self.fail('%s: expected %d, got %d\n%s\nsent: %r' % (
+                    what, status, r.status, r.summary(), raw[:300]))
+            self.assertTrue(r.wants_close(), '%s: %d response lacks Connection: close\n%s' % (
+                what, status, r.summary()))
+            self.assertClosed(c, 2.0, '(%s)' % what)
+        finally:
+            c.close()
+        time.sleep(0.05)     # anything forwarded asynchronously would have arrived by now
+        after = self.b1.stats()['requests']
+        after_g = self.g1.stats()['requests']
+        # +1: the stats request counts itself
+        self.assertEqual(after - before, 1, '%s: the origin received %d request(s)' % (
+            what, after - before - 1))
+        self.assertEqual(after_g - before_g, 1, '%s: green received a request' % what)
+        # the proxy is still fine afterwards
+        ok = h.one_request(self.p.port, 'GET', '/')
+        self.assertStatus(ok, 200, 'after %s' % what)
+
+    # -- 400 ------------------------------------------------------------------------------
+
+    def test_content_length_and_transfer_encoding(self):
+        self.rejected(b'POST /echo HTTP/1.1\r\n' + H +
+                      b'Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+                      400, 'CL + TE')
+
+    def test_transfer_encoding_and_content_length(self):
+        self.rejected(b'POST /echo HTTP/1.1\r\n' + H +
+                      b'Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n',
+                      400, 'TE + CL')
+
+    def test_differing_duplicate_content_length(self):
+        self.rejected(b'POST /echo HTTP/1.1\r\n' + H +
+                      b'Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!',
+                      400, 'differing duplicate Content-Length')
+
+    def test_content_length_list(self):
+        self.rejected(b'POST /echo HTTP/1.1\r\n' + H + b'Content-Length: 5, 6\r\n\r\nhello!',
+                      400, 'Content-Length: 5, 6')
+
+    def test_content_length_not_a_number(self):
+        self.rejected(b'POST /echo HTTP/1.1\r\n' + H + b'Content-Length: +5\r\n\r\nhello',
+                      400, 'Content-Length: +5')
+
+    def test_te_final_coding_not_chunked(self):
+        self.rejected(b'POST /echo HTTP/1.1\r\n' + H +
+                      b'Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n',
+                      400, 'TE: chunked, gzip')
+
+    def test_te_gzip_only(self):
+        self.rejected(b'POST /echo HTTP/1.1\r\n' + H + b'Transfer-Encoding: gzip\r\n\r\nabc',
+                      400, 'TE: gzip')
+
+    def test_invalid_header_name_space(self):
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + b'X-Bad Name: 1\r\n\r\n', 400,
+                      'space in header name')
+
+    def test_whitespace_before_colon(self):
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + b'X-Foo : 1\r\n\r\n', 400,
+                      'whitespace between name and colon')
+
+    def test_invalid_header_name_char(self):
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + b'X-Foo@: 1\r\n\r\n', 400,
+                      '@ in header name')
+
+    def test_invalid_header_value_ctl(self):
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + b'X-Foo: a\x01b\r\n\r\n', 400,
+                      'control char in header value')
+
+    def test_invalid_header_value_nul(self):
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + b'X-Foo: a\x00b\r\n\r\n', 400,
+                      'NUL in header value')
+
+    def test_bare_cr_in_value(self):
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + b'X-Foo: a\rb\r\n\r\n', 400,
+                      'bare CR in header value')
+
+    def test_bare_cr_line_ending(self):
+        self.rejected(b'GET / HTTP/1.1\r\nHost: test.local\rX-Foo: 1\r\n\r\n', 400,
+                      'bare CR as a line ending')
+
+    def test_obs_fold(self):
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + b'X-Foo: a\r\n  folded\r\n\r\n', 400,
+                      'obs-fold')
+
+    def test_missing_host_http11(self):
+        self.rejected(b'GET / HTTP/1.1\r\nX-Foo: 1\r\n\r\n', 400, 'HTTP/1.1 without Host')
+
+    def test_multiple_host(self):
+        self.rejected(b'GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n', 400,
+                      'two Host headers')
+
+    def test_garbage_request_line(self):
+        self.rejected(b'THIS IS NOT HTTP\r\n\r\n', 400, 'garbage request line')
+
+    def test_bad_chunk_size(self):
+        # the head is fine, so it may already be forwarded; only status and close are checked
+        c = h.Client(self.p.port)
+        try:
+            c.send(b'POST /echo HTTP/1.1\r\n' + H + b'Transfer-Encoding: chunked\r\n\r\n'
+                   b'zz\r\nhello\r\n0\r\n\r\n')
+            try:
+                r = c.read_response()
+            except h.ConnClosed:
+                return     # closing without an answer is acceptable once the body went bad
+            self.assertIn(r.status, (400, 502), r.summary())
+            self.assertTrue(r.wants_close(), r.summary())
+            self.assertClosed(c)
+        finally:
+            c.close()
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def test_header_block_too_big_431(self):
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + b'X-Big: ' + b'x' * 6000 + b'\r\n\r\n', 431,
+                      'header block of 6 KB over max_header_bytes 4k')
+
+    def test_header_block_just_under_limit_ok(self):
+        c = h.Client(self.p.port)
+        with c:
+            r = c.request('GET', '/', [('X-Big', 'x' * 3000)])
+        self.assertStatus(r, 200, '3000-byte header under a 4k limit')
+
+    def test_too_many_headers_431(self):
+        hs = b''.join(b'X-H%d: v\r\n' % i for i in range(30))
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + hs + b'\r\n', 431, '30 headers over max_headers 20')
+
+    def test_uri_too_long_414(self):
+        self.rejected(b'GET /' + b'a' * 2000 + b' HTTP/1.1\r\n' + H + b'\r\n', 414,
+                      'request line of 2 KB over max_uri_bytes 1k')
+
+    def test_body_too_big_413_by_content_length(self):
+        # only the head is sent: the proxy must answer from Content-Length alone
+        self.rejected(b'POST /echo HTTP/1.1\r\n' + H + b'Content-Length: 2000\r\n\r\n', 413,
+                      'Content-Length 2000 over max_body_bytes 1k')
+
+    def test_body_at_limit_ok(self):
+        body = b'z' * 1024
+        r = h.one_request(self.p.port, 'POST', '/echo', body=body)
+        self.assertStatus(r, 200, 'body of exactly max_body_bytes')
+        self.assertEqual(r.json()['body_bytes'], 1024)
+
+    def test_chunked_body_over_limit(self):
+        # no Content-Length to check up front: the proxy must still stop it (413 if nothing was
+        # answered yet) and close; the origin must never get a complete 4 KB body
+        c = h.Client(self.p.port)
+        try:
+            c.send(b'POST /echo HTTP/1.1\r\n' + H + b'Transfer-Encoding: chunked\r\n\r\n')
+            try:
+                for _ in range(4):
+                    c.send(b'400\r\n' + b'q' * 1024 + b'\r\n')
+                    time.sleep(0.02)
+                c.send(b'0\r\n\r\n')
+            except OSError:
+                pass
+            try:
+                r = c.read_response()
+            except h.ConnClosed:
+                r = None
+            if r is not None:
+                if r.status == 200:
+                    self.fail('chunked body of 4 KB accepted over max_body_bytes 1k:\n' + r.summary())
+                self.assertEqual(r.status, 413, r.summary())
+                self.assertTrue(r.wants_close(), r.summary())
+            self.assertClosed(c)
+        finally:
+            c.close()
+
+    # -- version --------------------------------------------------------------------------
+
+    def test_http2_version_505(self):
+        self.rejected(b'GET / HTTP/2.0\r\n' + H + b'\r\n', 505, 'HTTP/2.0 request line')
+
+    def test_http3_version_505(self):
+        self.rejected(b'GET / HTTP/3.0\r\n' + H + b'\r\n', 505, 'HTTP/3.0 request line')
+
+
+if __name__ == '__main__':
+    h.main()

@@ -1,0 +1,470 @@
+"""Upstream side (DESIGN §4 bullets 6-8): WebSocket/Upgrade tunnels, upstream keep-alive pools
+(max_idle, idle_timeout), retry on a stale reused connection, connect failover, and the local
+error responses 502 / 504 with their request-id bodies."""
+
+import os
+import re
+import socket
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+ERR_BODY = re.compile(rb'^(\d{3}) [^\n]+\nrequest id: (\S+)\n$')
+
+
+class StaleServer:
+    """A Python upstream that answers the FIRST request on each connection (keep-alive) and
+    closes any later request on the same connection without answering — exactly what a proxy
+    sees when a server drops an idle connection just as a request is sent on it."""
+
+    def __init__(self):
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind((h.LOOPBACK, 0))
+        self.ls.listen(64)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        self.connections = 0
+        self.answered = 0
+        self.dropped = 0
+        self.stop = False
+        self.t = threading.Thread(target=self._accept, daemon=True)
+        self.t.start()
+
+    def _accept(self):
+        while not self.stop:
+            try:
+                s, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        s.settimeout(10)
+        buf = b''
+        n = 0
+        try:
+            while True:
+                while b'\r\n\r\n' not in buf:
+                    d = s.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b'\r\n\r\n', 1)
+                m = re.search(rb'(?im)^content-length:\s*(\d+)', head)
+                need = int(m.group(1)) if m else 0
+                while len(buf) < need:
+                    d = s.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                buf = buf[need:]
+                n += 1
+                if n > 1:
+                    self.dropped += 1
+                    return            # close without a byte of response
+                self.answered += 1
+                body = b'fresh\n'
+                s.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Origin-Server: stale\r\n'
+                          b'X-Origin-Pool: blue\r\n\r\n' % len(body) + body)
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def close(self):
+        self.stop = True
+        self.ls.close()
+
+
+class TunnelTest(h.ProxyTestCase):
+
+    def open_ws(self, port):
+        c = h.Client(port)
+        c.send(h.build_request('GET', '/ws', [('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+                                              ('Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='),
+                                              ('Sec-WebSocket-Version', '13')]))
+        r = c.read_head()
+        return c, r
+
+    def test_websocket_tunnel_echo(self):
+        p = self.setup_basic()
+        c, r = self.open_ws(p.port)
+        with c:
+            self.assertStatus(r, 101)
+            self.assertIn('websocket', r.tokens('Upgrade'), r.summary())
+            self.assertIn('upgrade', r.tokens('Connection'), r.summary())
+            self.assertEqual(r.header('X-Origin-Pool'), 'blue')
+            for msg in (b'hello', b'\x00\x01\xff binary \r\n\r\n', b'GET / HTTP/1.1\r\n\r\n'):
+                c.send(msg)
+                self.assertEqual(c.read_exact(len(msg)), msg, 'tunnel echo')
+            big = os.urandom(512 * 1024)
+            got = bytearray()
+
+            def reader():
+                try:
+                    while len(got) < len(big):
+                        got.extend(c.read_exact(min(65536, len(big) - len(got))))
+                except Exception:
+                    pass
+            t = threading.Thread(target=reader)
+            t.start()
+            c.send(big)
+            t.join(15)
+            self.assertEqual(len(got), len(big), '512 KiB through the tunnel')
+            self.assertTrue(bytes(got) == big, 'tunnel corrupted data')
+
+    def test_websocket_close_propagates(self):
+        p = self.setup_basic()
+        c, r = self.open_ws(p.port)
+        self.assertStatus(r, 101)
+        c.send(b'ping')
+        self.assertEqual(c.read_exact(4), b'ping')
+        c.close()
+        # the upstream side of the tunnel must be closed too (the origin sees it go away)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            st = self.b1.stats()
+            if st['connections_open'] <= 1:      # only the stats connection
+                break
+            time.sleep(0.1)
+        self.assertLessEqual(st['connections_open'], 1, 'tunnel upstream left open: %s' % st)
+
+    def test_tunnel_idle_timeout(self):
+        p = self.setup_basic(timeouts={'tunnel': '1s'})
+        c, r = self.open_ws(p.port)
+        with c:
+            self.assertStatus(r, 101)
+            c.send(b'x')
+            self.assertEqual(c.read_exact(1), b'x')
+            t0 = time.monotonic()
+            self.assertClosed(c, 4.0, 'idle tunnel with timeouts.tunnel 1s')
+            self.assertGreater(time.monotonic() - t0, 0.7, 'tunnel closed before its idle timeout')
+
+    def test_upgrade_without_connection_upgrade_is_plain_request(self):
+        p = self.setup_basic()
+        with h.Client(p.port) as c:
+            r = c.request('GET', '/echo', [('Upgrade', 'websocket')])
+            self.assertStatus(r, 200)
+            names = [k.lower() for k, _ in r.json()['headers']]
+            self.assertNotIn('upgrade', names, 'Upgrade forwarded on a non-upgrade request')
+            self.assertStatus(c.request('GET', '/'), 200)
+
+
+class UpstreamPoolTest(h.ProxyTestCase):
+
+    def test_idle_timeout_closes_upstream(self):
+        self.b1 = self.origin('blue', 'b1')
+        self.g1 = self.origin('green', 'g1')
+        cfg = self.config([self.b1], [self.g1], workers=1)
+        cfg['pools']['blue']['idle_timeout'] = '500ms'
+        p = self.proxy(cfg)
+        self.assertStatus(h.one_request(p.port), 200)
+        st = self.b1.stats()
+        self.assertEqual(st['connections_open'], 2, 'one idle upstream + stats: %s' % st)
+        time.sleep(1.5)
+        st = self.b1.stats()
+        self.assertEqual(st['connections_open'], 1, 'idle upstream kept past idle_timeout: %s' % st)
+        self.assertStatus(h.one_request(p.port), 200, 'after the idle upstream was closed')
+
+    def test_max_idle(self):
+        self.b1 = self.origin('blue', 'b1')
+        self.g1 = self.origin('green', 'g1')
+        cfg = self.config([self.b1], [self.g1], workers=1)
+        cfg['pools']['blue']['max_idle'] = 2
+        p = self.proxy(cfg)
+        res = []
+
+        def one():
+            try:
+                res.append(h.one_request(p.port, 'GET', '/?delay=400').status)
+            except Exception as e:
+                res.append(repr(e))
+        ts = [threading.Thread(target=one) for _ in range(5)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(10)
+        self.assertEqual(res, [200] * 5)
+        time.sleep(0.3)
+        st = self.b1.stats()
+        self.assertGreaterEqual(st['connections_accepted'], 6, st)
+        self.assertEqual(st['connections_open'] - 1, 2, 'idle upstream connections with '
+                         'max_idle 2 after 5 concurrent requests: %s' % st)
+
+    def test_concurrent_requests_use_separate_upstreams(self):
+        p = self.setup_basic(workers=1)
+        res = []
+        t0 = time.monotonic()
+
+        def one():
+            try:
+                res.append(h.one_request(p.port, 'GET', '/?delay=500').status)
+            except Exception as e:
+                res.append(repr(e))
+        ts = [threading.Thread(target=one) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(10)
+        self.assertEqual(res, [200] * 8)
+        self.assertLess(time.monotonic() - t0, 2.5, '8 concurrent 500ms requests serialized?')
+
+
+class RetryTest(h.ProxyTestCase):
+
+    def test_retry_on_stale_reused_connection(self):
+        stale = StaleServer()
+        try:
+            self.g1 = self.origin('green', 'g1')
+            p = self.proxy(self.config([('s1', '127.0.0.1:%d' % stale.port)], [self.g1],
+                                       workers=1))
+            with h.Client(p.port) as c:
+                for i in range(4):
+                    r = c.request('GET', '/?i=%d' % i)
+                    self.assertStatus(r, 200, 'request %d (the reused upstream connection is '
+                                      'dropped by the server: must be retried once on a fresh '
+                                      'one) stale server: %d conns, %d answered, %d dropped' % (
+                                          i, stale.connections, stale.answered, stale.dropped))
+                    self.assertEqual(r.body, b'fresh\n')
+                    time.sleep(0.05)
+        finally:
+            stale.close()
+
+    def test_origin_restart_between_requests(self):
+        self.b1 = self.origin('blue', 'b1')
+        self.g1 = self.origin('green', 'g1')
+        p = self.proxy(self.config([self.b1], [self.g1], workers=1))
+        with h.Client(p.port) as c:
+            self.assertStatus(c.request('GET', '/'), 200)
+            self.b1.restart()        # same port; the proxy's idle connection is now dead
+            r = c.request('GET', '/')
+            self.assertStatus(r, 200, 'first request after an origin restart')
+            self.assertStatus(c.request('GET', '/'), 200)
+
+    def test_origin_restart_post(self):
+        self.b1 = self.origin('blue', 'b1')
+        self.g1 = self.origin('green', 'g1')
+        p = self.proxy(self.config([self.b1], [self.g1], workers=1))
+        body = os.urandom(3000)
+        self.assertStatus(h.one_request(p.port, 'POST', '/echo', body=body), 200)
+        self.b1.restart()
+        time.sleep(0.1)
+        r = h.one_request(p.port, 'POST', '/echo', body=body)
+        self.assertStatus(r, 200, 'POST after an origin restart')
+        self.assertEqual(r.json()['body_fnv1a'], h.fnv1a64(body))
+
+
+class FailoverTest(h.ProxyTestCase):
+
+    def run_load(self, port, n=100):
+        fails = []
+        body = b'payload' * 100
+        with h.Client(port) as c:
+            for i in range(n):
+                try:
+                    if i % 3 == 0:
+                        r = c.request('POST', '/echo?i=%d' % i, body=body)
+                        if r.status == 200 and r.json()['body_bytes'] != len(body):
+                            fails.append((i, 'body_bytes %s' % r.json()['body_bytes']))
+                    else:
+                        r = c.request('GET', '/?i=%d' % i)
+                    if r.status != 200:
+                        fails.append((i, r.summary(200)))
+                    if r.wants_close():
+                        c.close()
+                        c = h.Client(port)
+                except Exception as e:
+                    fails.append((i, repr(e)))
+                    c.close()
+                    c = h.Client(port)
+        return fails
+
+    def test_connect_refused_failover(self):
+        dead = h.free_port()
+        self.b1 = self.origin('blue', 'b1')
+        self.g1 = self.origin('green', 'g1')
+        for balance in ('p2c', 'round_robin'):
+            cfg = self.config([('dead', '127.0.0.1:%d' % dead), self.b1], [self.g1],
+                              routing={'balance': balance})
+            p = self.proxy(cfg)
+            fails = self.run_load(p.port, 100)
+            self.assertEqual(fails, [], 'balance %s: failures with one refused server in the '
+                             'pool: %r' % (balance, fails[:5]))
+            p.stop()
+            self._proxies.remove(p)
+
+    def test_connect_timeout_failover(self):
+        # A listening socket with a full accept queue drops SYNs: connects to it time out.
+        bh = socket.socket()
+        bh.bind((h.LOOPBACK, 0))
+        bh.listen(0)
+        fillers = []
+        try:
+            for _ in range(3):
+                f = socket.socket()
+                f.setblocking(False)
+                f.connect_ex(bh.getsockname())
+                fillers.append(f)
+            time.sleep(0.1)
+            probe = socket.socket()
+            probe.settimeout(0.5)
+            try:
+                probe.connect(bh.getsockname())
+                self.skipTest('cannot make a black-hole address on this kernel')
+            except (socket.timeout, BlockingIOError):
+                pass
+            finally:
+                probe.close()
+            self.b1 = self.origin('blue', 'b1')
+            self.g1 = self.origin('green', 'g1')
+            cfg = self.config([('hole', '127.0.0.1:%d' % bh.getsockname()[1]), self.b1],
+                              [self.g1], routing={'balance': 'round_robin'},
+                              timeouts={'upstream_connect': '300ms'})
+            p = self.proxy(cfg)
+            t0 = time.monotonic()
+            fails = self.run_load(p.port, 10)
+            self.assertEqual(fails, [], 'failures with a server whose connects time out: %r' % fails)
+            self.assertLess(time.monotonic() - t0, 8, 'upstream_connect 300ms not honoured')
+        finally:
+            for f in fillers:
+                f.close()
+            bh.close()
+
+    def test_all_servers_dead_502(self):
+        self.b1 = self.origin('blue', 'b1')
+        self.g1 = self.origin('green', 'g1')
+        p = self.proxy(self.config([self.b1], [self.g1]))
+        self.assertStatus(h.one_request(p.port), 200)
+        self.b1.stop()
+        self.g1.stop()
+        r = h.one_request(p.port, 'GET', '/', [('X-Request-Id', 'dead-pool-1')])
+        self.assertStatus(r, 502, 'every server refuses connections')
+        m = ERR_BODY.match(r.body)
+        self.assertTrue(m, '502 body not "<code> <reason>\\nrequest id: <id>\\n": %r' % r.body)
+        self.assertEqual(m.group(1), b'502')
+        self.assertEqual(m.group(2), b'dead-pool-1', 'body must name the request id')
+        self.assertEqual(r.header('X-Request-Id'), 'dead-pool-1', r.summary())
+        r = h.one_request(p.port, 'GET', '/')
+        self.assertStatus(r, 502)
+        m = ERR_BODY.match(r.body)
+        self.assertTrue(m, r.body)
+        self.assertRegex(m.group(2).decode(), r'^[0-9a-f]{32}$')
+        self.assertEqual(r.header('X-Request-Id'), m.group(2).decode())
+
+    def test_dead_server_in_config_from_start(self):
+        dead1, dead2 = h.free_port(), h.free_port()
+        self.g1 = self.origin('green', 'g1')
+        p = self.proxy(self.config([('d1', '127.0.0.1:%d' % dead1), ('d2', '127.0.0.1:%d' % dead2)],
+                                   [self.g1], extra={'routing': {'failover': False}}))
+        r = h.one_request(p.port, 'GET', '/')
+        self.assertIn(r.status, (502, 503), 'pool of dead servers, failover off:\n' + r.summary())
+        self.assertTrue(ERR_BODY.match(r.body), r.body)
+
+
+class UpstreamErrorTest(h.ProxyTestCase):
+
+    def test_upstream_timeout_504(self):
+        p = self.setup_basic(timeouts={'upstream_response': '1s'})
+        t0 = time.monotonic()
+        r = h.one_request(p.port, 'GET', '/hold', [('X-Request-Id', 'hold-me')], timeout=10)
+        dt = time.monotonic() - t0
+        self.assertStatus(r, 504)
+        self.assertTrue(0.8 <= dt <= 4.0, '504 after %.2fs with upstream_response 1s' % dt)
+        m = ERR_BODY.match(r.body)
+        self.assertTrue(m, '504 body: %r' % r.body)
+        self.assertEqual(m.group(2), b'hold-me')
+        self.assertEqual(r.header('X-Request-Id'), 'hold-me')
+        # the held upstream connection is given up, not reused
+        time.sleep(0.2)
+        self.assertStatus(h.one_request(p.port, 'GET', '/'), 200)
+
+    def test_slow_origin_under_timeout_ok(self):
+        p = self.setup_basic(timeouts={'upstream_response': '1s'})
+        self.assertStatus(h.one_request(p.port, 'GET', '/?delay=300'), 200)
+
+    def test_garbage_502(self):
+        p = self.setup_basic()
+        r = h.one_request(p.port, 'GET', '/garbage', [('X-Request-Id', 'garbage-1')])
+        self.assertStatus(r, 502)
+        m = ERR_BODY.match(r.body)
+        self.assertTrue(m, '502 body: %r' % r.body)
+        self.assertEqual(m.group(2), b'garbage-1')
+        self.assertStatus(h.one_request(p.port, 'GET', '/'), 200, 'after /garbage')
+
+    def test_close_without_answer_502(self):
+        p = self.setup_basic()
+        r = h.one_request(p.port, 'GET', '/close')
+        self.assertStatus(r, 502)
+        self.assertTrue(ERR_BODY.match(r.body), r.body)
+
+    def test_close_mid_body_truncates(self):
+        p = self.setup_basic()
+        c = h.Client(p.port, timeout=5)
+        with c:
+            c.send(h.build_request('GET', '/close-mid'))
+            t0 = time.monotonic()
+            try:
+                r = c.read_head()
+            except h.ConnClosed:
+                return   # closed before any head: acceptable (nothing complete was delivered)
+            except socket.timeout:
+                self.fail('no response head within 5s for /close-mid (hang)')
+            if r.status == 502:
+                return   # proxy noticed before sending the head: acceptable
+            self.assertEqual(r.status, 200, r.summary())
+            try:
+                body = c.read_to_eof()
+            except socket.timeout:
+                self.fail('client connection left hanging after the upstream died mid-body '
+                          '(%d body bytes buffered)' % len(c.buf))
+            self.assertLess(len(body), 1000, 'a truncated upstream body was delivered complete')
+            self.assertLess(time.monotonic() - t0, 5)
+
+    def test_close_mid_chunked_client_not_terminated(self):
+        # the client must not receive a proper last-chunk for a body the upstream cut short
+        p = self.setup_basic()
+        with h.Client(p.port, timeout=5) as c:
+            c.send(h.build_request('GET', '/close-mid'))
+            try:
+                data = c.read_to_eof()
+            except socket.timeout:
+                self.fail('hang after /close-mid')
+            head, _, body = data.partition(b'\r\n\r\n')
+            if b'chunked' in head.lower():
+                self.assertFalse(body.endswith(b'0\r\n\r\n'), 'truncated body re-framed as a '
+                                 'complete chunked body')
+
+    def test_response_with_cl_and_te_502(self):
+        p = self.setup_basic()
+        r = h.one_request(p.port, 'GET', '/?hdr=Transfer-Encoding:chunked')
+        self.assertFalse(r.has('Content-Length') and r.has('Transfer-Encoding'),
+                         'CL and TE passed to the client:\n' + r.summary())
+        self.assertStatus(r, 502, 'upstream response with both Content-Length and TE')
+
+    def test_response_with_conflicting_cl_502(self):
+        p = self.setup_basic()
+        r = h.one_request(p.port, 'GET', '/?hdr=Content-Length:5')
+        self.assertStatus(r, 502, 'upstream response with two different Content-Length')
+
+    def test_proxy_survives_error_storm(self):
+        p = self.setup_basic(timeouts={'upstream_response': '1s'})
+        paths = ['/garbage', '/close', '/close-mid', '/?hdr=Content-Length:5', '/bytes/10']
+        for i in range(30):
+            try:
+                h.one_request(p.port, 'GET', paths[i % len(paths)], timeout=5)
+            except (h.ProtocolError, OSError):
+                pass
+        self.assertTrue(p.alive(), 'proxy died')
+        self.assertStatus(h.one_request(p.port, 'GET', '/'), 200)
+
+
+if __name__ == '__main__':
+    h.main()

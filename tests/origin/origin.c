@@ -1,0 +1,202 @@
+/* tests/origin/origin.c — the test origin's main: options, the listening socket, signals.
+ * One thread, one event_base; tests/origin/README.md is the contract. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "tests/origin/conn.h"
+
+/* How long accepting pauses when the process is out of file descriptors. */
+#define ACCEPT_PAUSE_MS 100
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: origin [--listen HOST:PORT|[V6]:PORT] [--pool NAME] [--name NAME]\n"
+               "              [--health up|down] [--quiet]\n");
+}
+
+/* "host:port" or "[v6]:port" → a bound-ready address. Returns 0 or -1 (message printed). */
+static int
+parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256];
+    const char *port;
+    size_t hl;
+
+    if (spec[0] == '[') {
+        const char *close = strchr(spec, ']');
+        if (close == NULL || close[1] != ':')
+            goto bad;
+        hl = (size_t)(close - spec - 1);
+        memcpy(host, spec + 1, hl < sizeof(host) ? hl : 0);
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(spec, ':');
+        if (colon == NULL)
+            goto bad;
+        hl = (size_t)(colon - spec);
+        memcpy(host, spec, hl < sizeof(host) ? hl : 0);
+        port = colon + 1;
+    }
+    if (hl == 0 || hl >= sizeof(host) || port[0] == '\0')
+        goto bad;
+    host[hl] = '\0';
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        fprintf(stderr, "origin: --listen %s: %s\n", spec, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+bad:
+    fprintf(stderr, "origin: --listen wants HOST:PORT or [V6]:PORT, got '%s'\n", spec);
+    return -1;
+}
+
+static void
+on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+          void *arg)
+{
+    struct origin *o = arg;
+    int one = 1;
+    /* Small responses must not wait for Nagle; failure only costs latency. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    conn_create(o, fd);
+}
+
+static void
+on_resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+    evconnlistener_enable(arg);
+}
+
+static struct event *accept_pause;
+
+static void
+on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct origin *o = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    origin_log(o, "accept: %s", evutil_socket_error_to_string(err));
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+        evconnlistener_disable(l);
+        evtimer_add(accept_pause, &tv);
+    }
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    event_base_loopbreak(arg);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct origin o = {.pool = "default", .name = "origin", .healthy = true};
+    const char *listen_spec = "127.0.0.1:0";
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--quiet") == 0) {
+            o.quiet = true;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (v == NULL) {
+            usage(stderr);
+            return 2;
+        }
+        if (strcmp(a, "--listen") == 0) {
+            listen_spec = v;
+        } else if (strcmp(a, "--pool") == 0) {
+            o.pool = v;
+        } else if (strcmp(a, "--name") == 0) {
+            o.name = v;
+        } else if (strcmp(a, "--health") == 0 && strcmp(v, "up") == 0) {
+            o.healthy = true;
+        } else if (strcmp(a, "--health") == 0 && strcmp(v, "down") == 0) {
+            o.healthy = false;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (parse_listen(listen_spec, &ss, &sslen) == -1)
+        return 2;
+
+    signal(SIGPIPE, SIG_IGN);
+    o.base = event_base_new();
+    if (o.base == NULL) {
+        fprintf(stderr, "origin: event_base_new failed\n");
+        return 1;
+    }
+    struct evconnlistener *l = evconnlistener_new_bind(
+        o.base, on_accept, &o, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, (struct sockaddr *)&ss, (int)sslen);
+    if (l == NULL) {
+        fprintf(stderr, "origin: cannot listen on %s: %s\n", listen_spec, strerror(errno));
+        event_base_free(o.base);
+        return 1;
+    }
+    evconnlistener_set_error_cb(l, on_accept_error);
+    accept_pause = evtimer_new(o.base, on_resume_accept, l);
+
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &blen) == -1 ||
+        getnameinfo((struct sockaddr *)&bound, blen, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        fprintf(stderr, "origin: cannot read the bound address: %s\n", strerror(errno));
+        return 1;
+    }
+    if (bound.ss_family == AF_INET6)
+        printf("origin listening on [%s]:%s\n", host, port);
+    else
+        printf("origin listening on %s:%s\n", host, port);
+    fflush(stdout);
+
+    struct event *sigterm = evsignal_new(o.base, SIGTERM, on_signal, o.base);
+    struct event *sigint = evsignal_new(o.base, SIGINT, on_signal, o.base);
+    evsignal_add(sigterm, NULL);
+    evsignal_add(sigint, NULL);
+    origin_log(&o, "listening on %s:%s", host, port);
+
+    event_base_dispatch(o.base);
+
+    conn_close_all(&o);
+    event_free(sigterm);
+    event_free(sigint);
+    event_free(accept_pause);
+    evconnlistener_free(l);
+    event_base_free(o.base);
+    libevent_global_shutdown();
+    return 0;
+}

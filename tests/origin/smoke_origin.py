@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""Smoke test of the test origin (tests/origin/README.md) over raw sockets.
+
+usage: smoke_origin.py /path/to/origin
+Prints TAP; exits non-zero on the first failure.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ORIGIN = sys.argv[1]
+TIMEOUT = 5.0
+checks = 0
+
+
+def ok(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        print(f"not ok {checks} - {what}")
+        raise SystemExit(1)
+    print(f"ok {checks} - {what}")
+
+
+def fnv1a(data):
+    h = 0xCBF29CE484222325
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def pattern(n):
+    return bytes(ord("a") + i % 26 for i in range(n))
+
+
+class Conn:
+    """A client socket with a read buffer and a small HTTP/1.1 response reader."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.buf = b""
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def _fill(self):
+        d = self.s.recv(65536)
+        if not d:
+            raise EOFError
+        self.buf += d
+
+    def read_until(self, sep):
+        while sep not in self.buf:
+            self._fill()
+        i = self.buf.index(sep) + len(sep)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_n(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_to_eof(self):
+        try:
+            while True:
+                self._fill()
+        except EOFError:
+            pass
+        out, self.buf = self.buf, b""
+        return out
+
+    def at_eof(self):
+        if self.buf:
+            return False
+        try:
+            return self.s.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def response(self, head_request=False):
+        """Returns (status, [(name, value)], body); body None when close-delimited unread."""
+        head = self.read_until(b"\r\n\r\n").decode("latin-1")
+        lines = head.split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        hdrs = [tuple(x.split(": ", 1)) for x in lines[1:] if x]
+        h = {k.lower(): v for k, v in hdrs}
+        if head_request or status < 200 or status in (204, 304):
+            return status, hdrs, b""
+        if "content-length" in h:
+            return status, hdrs, self.read_n(int(h["content-length"]))
+        if h.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size = int(self.read_until(b"\r\n")[:-2], 16)
+                if size == 0:
+                    self.read_until(b"\r\n")
+                    return status, hdrs, body
+                body += self.read_n(size)
+                if self.read_n(2) != b"\r\n":
+                    raise ValueError("chunk not followed by CRLF")
+        return status, hdrs, None
+
+    def close(self):
+        self.s.close()
+
+
+def hget(hdrs, name):
+    return [v for k, v in hdrs if k.lower() == name.lower()]
+
+
+def req(path, method="GET", extra="", body=b"", version="1.1"):
+    return (f"{method} {path} HTTP/{version}\r\nHost: t\r\n{extra}\r\n").encode() + body
+
+
+def stats(port):
+    c = Conn(port)
+    c.send(req("/_origin/stats", extra="Connection: close\r\n"))
+    _, _, body = c.response()
+    c.close()
+    return json.loads(body)
+
+
+def main():
+    proc = subprocess.Popen([ORIGIN, "--listen", "127.0.0.1:0", "--pool", "blue", "--name", "b1",
+                             "--quiet"], stdout=subprocess.PIPE)
+    line = proc.stdout.readline().decode()
+    ok(line.startswith("origin listening on 127.0.0.1:"), "prints the listening line")
+    port = int(line.strip().rsplit(":", 1)[1])
+    try:
+        run(port)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=5)
+    ok(rc == 0, "SIGTERM exits 0")
+    print(f"1..{checks}")
+
+
+def run(port):
+    # keep-alive reuse
+    before = stats(port)["connections_accepted"]
+    c = Conn(port)
+    for _ in range(3):
+        c.send(req("/"))
+        st, hdrs, body = c.response()
+        ok(st == 200 and body == b"hello from blue/b1\n", "hello body")
+        ok(hget(hdrs, "X-Origin-Pool") == ["blue"] and hget(hdrs, "X-Origin-Server") == ["b1"],
+           "origin headers")
+    ok(stats(port)["connections_accepted"] == before + 2, "keep-alive reuses the connection")
+
+    # pipelining, answered in order, including a body and a chunked response
+    c.send(req("/status/201") + req("/echo", "POST", "Content-Length: 3\r\n", b"abc")
+           + req("/bytes/30?chunked=1&chunk=7") + req("/status/204") + req("/"))
+    st, _, body = c.response()
+    ok(st == 201 and body == b"status 201 from blue/b1\n", "pipelined 1: status 201")
+    st, _, body = c.response()
+    j = json.loads(body)
+    ok(st == 200 and j["body_bytes"] == 3 and j["body_fnv1a"] == fnv1a(b"abc"),
+       "pipelined 2: echo")
+    st, hdrs, body = c.response()
+    ok(st == 200 and body == pattern(30) and hget(hdrs, "Transfer-Encoding") == ["chunked"],
+       "pipelined 3: chunked bytes")
+    st, hdrs, body = c.response()
+    ok(st == 204 and not hget(hdrs, "Content-Length"), "pipelined 4: 204 without length")
+    st, _, body = c.response()
+    ok(st == 200 and body.startswith(b"hello"), "pipelined 5: hello")
+
+    # chunked upload (with trailer) to /echo
+    data = os.urandom(100000)
+    chunks = b"".join(b"%x\r\n" % len(data[i:i + 7000]) + data[i:i + 7000] + b"\r\n"
+                      for i in range(0, len(data), 7000))
+    c.send(req("/echo?x=1", "PUT", "Transfer-Encoding: chunked\r\nX-Dup: 1\r\nX-Dup: 2\r\n",
+               chunks + b"0\r\nX-Trailer: t\r\n\r\n"))
+    st, hdrs, body = c.response()
+    j = json.loads(body)
+    ok(j["body_bytes"] == len(data) and j["body_fnv1a"] == fnv1a(data), "chunked upload counted")
+    ok(j["method"] == "PUT" and j["target"] == "/echo?x=1" and j["version"] == "1.1",
+       "echo method/target/version")
+    ok(["X-Dup", "1"] in j["headers"] and ["X-Dup", "2"] in j["headers"]
+       and not any(h[0] == "X-Trailer" for h in j["headers"]), "echo headers, no trailers")
+    ok(hget(hdrs, "Content-Type") == ["application/json"], "echo is JSON")
+
+    # HEAD keeps Content-Length, sends no body
+    c.send(req("/bytes/1000", "HEAD") + req("/"))
+    st, hdrs, _ = c.response(head_request=True)
+    ok(st == 200 and hget(hdrs, "Content-Length") == ["1000"], "HEAD length")
+    st, _, body = c.response()
+    ok(body.startswith(b"hello"), "HEAD sends no body")
+
+    # query parameters: hdr=
+    c.send(req("/?hdr=X-Foo:%20bar&hdr=Connection:X-Foo"))
+    st, hdrs, _ = c.response()
+    ok(hget(hdrs, "X-Foo") == ["bar"] and hget(hdrs, "Connection") == ["X-Foo"], "hdr= headers")
+    c.close()
+
+    # 100-continue: the 100 comes before the body is sent
+    c = Conn(port)
+    c.send(req("/echo", "POST", "Content-Length: 5\r\nExpect: 100-continue\r\n"))
+    ok(c.read_until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n", "100 Continue")
+    c.send(b"12345")
+    st, _, body = c.response()
+    ok(json.loads(body)["body_bytes"] == 5, "body after 100 Continue")
+    c.close()
+
+    # HTTP/1.0: closes unless keep-alive asked
+    c = Conn(port)
+    c.send(req("/", version="1.0", extra="Connection: keep-alive\r\n"))
+    st, hdrs, _ = c.response()
+    ok(hget(hdrs, "Connection") == ["keep-alive"], "HTTP/1.0 keep-alive")
+    c.send(req("/", version="1.0"))
+    st, hdrs, _ = c.response()
+    ok(hget(hdrs, "Connection") == ["close"] and c.at_eof(), "HTTP/1.0 closes")
+    c.close()
+
+    # Connection: close on 1.1
+    c = Conn(port)
+    c.send(req("/", extra="Connection: close\r\n"))
+    st, hdrs, _ = c.response()
+    ok(hget(hdrs, "Connection") == ["close"] and c.at_eof(), "Connection: close honoured")
+    c.close()
+
+    # /bytes?close=1: no length, close-delimited
+    c = Conn(port)
+    c.send(req("/bytes/100000?close=1"))
+    st, hdrs, body = c.response()
+    ok(body is None and not hget(hdrs, "Content-Length"), "close=1 has no length")
+    ok(c.read_to_eof() == pattern(100000), "close=1 body until EOF")
+    c.close()
+
+    # /bytes large with Content-Length
+    c = Conn(port)
+    c.send(req("/bytes/3000000"))
+    st, hdrs, body = c.response()
+    ok(len(body) == 3000000 and body[:52] == pattern(52) and body == pattern(3000000),
+       "/bytes/3000000")
+    c.close()
+
+    # /close-mid, /close, /garbage
+    c = Conn(port)
+    c.send(req("/close-mid"))
+    head = c.read_until(b"\r\n\r\n")
+    ok(b"Content-Length: 1000" in head and len(c.read_to_eof()) == 10, "/close-mid")
+    c.close()
+    c = Conn(port)
+    c.send(req("/close"))
+    ok(c.read_to_eof() == b"", "/close closes without answering")
+    c.close()
+    c = Conn(port)
+    c.send(req("/garbage"))
+    ok(c.read_to_eof() == b"this is not http\r\n\r\n", "/garbage")
+    c.close()
+
+    # bad request → 400 and close
+    c = Conn(port)
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Bad: a\rb\r\n\r\n")
+    st, hdrs, _ = c.response()
+    ok(st == 400 and c.at_eof(), "invalid request: 400 and close")
+    c.close()
+
+    # /status edge cases
+    c = Conn(port)
+    c.send(req("/status/101") + req("/status/503") + req("/status/304"))
+    ok(c.response()[0] == 400, "/status/101 refused")
+    st, _, body = c.response()
+    ok(st == 503 and body == b"status 503 from blue/b1\n", "/status/503")
+    st, hdrs, _ = c.response()
+    ok(st == 304 and not hget(hdrs, "Content-Length"), "/status/304 without body")
+    c.close()
+
+    # health switch
+    c = Conn(port)
+    c.send(req("/health") + req("/_origin/health/down") + req("/health")
+           + req("/_origin/health/up") + req("/health"))
+    results = [c.response() for _ in range(5)]
+    ok([r[0] for r in results] == [200, 200, 503, 200, 200], "health switch")
+    ok(results[0][2] == b"ok" and results[2][2] == b"down", "health bodies")
+    c.close()
+
+    # delay= does not block other connections; /hold holds
+    slow, fast, hold = Conn(port), Conn(port), Conn(port)
+    hold.send(req("/hold"))
+    t0 = time.monotonic()
+    slow.send(req("/?delay=400"))
+    fast.send(req("/"))
+    fast.response()
+    ok(time.monotonic() - t0 < 0.3, "delay does not block others")
+    slow.response()
+    ok(time.monotonic() - t0 >= 0.4, "delay=400 waits")
+    hold.s.settimeout(0.3)
+    try:
+        held = hold.s.recv(1) is None
+    except socket.timeout:
+        held = True
+    ok(held, "/hold does not answer")
+    s = stats(port)
+    ok(s["connections_open"] >= 4, "stats counts open connections")
+    for x in (slow, fast, hold):
+        x.close()
+
+    # /ws upgrade then byte echo (bytes sent with the request included)
+    c = Conn(port)
+    c.send(req("/ws", extra="Upgrade: websocket\r\nConnection: Upgrade\r\n") + b"early")
+    head = c.read_until(b"\r\n\r\n")
+    ok(head.startswith(b"HTTP/1.1 101 ") and b"Upgrade: websocket\r\n" in head
+       and b"Connection: Upgrade\r\n" in head, "101 Switching Protocols")
+    ok(c.read_n(5) == b"early", "echoes bytes sent with the request")
+    blob = os.urandom(1 << 20)
+    c.send(blob)
+    ok(c.read_n(len(blob)) == blob, "echoes 1 MiB")
+    c.s.shutdown(socket.SHUT_WR)
+    ok(c.read_to_eof() == b"", "tunnel closes after peer EOF")
+    c.close()
+
+    # Upgrade elsewhere is ignored: a normal answer, HTTP continues
+    c = Conn(port)
+    c.send(req("/other", extra="Upgrade: websocket\r\nConnection: Upgrade\r\n") + req("/"))
+    ok(c.response()[0] == 200 and c.response()[0] == 200, "upgrade ignored off /ws")
+    c.close()
+
+    # half-close after pipelined requests: all answered, then closed
+    c = Conn(port)
+    c.send(req("/?delay=50") + req("/bytes/500000") + req("/"))
+    c.s.shutdown(socket.SHUT_WR)
+    ok(c.response()[0] == 200 and len(c.response()[2]) == 500000 and c.response()[0] == 200,
+       "half-closed pipeline answered")
+    ok(c.at_eof(), "closed after the last answer")
+    c.close()
+
+
+if __name__ == "__main__":
+    main()
