@@ -25,29 +25,17 @@
 #define LINGER_MS 2000
 #define DRAIN_GRACE_MS 500
 
-static int on_message_begin(llhttp_t *p);
-static int on_url(llhttp_t *p, const char *at, size_t len);
-static int on_header_field(llhttp_t *p, const char *at, size_t len);
-static int on_header_value(llhttp_t *p, const char *at, size_t len);
-static int on_headers_complete(llhttp_t *p);
-static int on_body(llhttp_t *p, const char *at, size_t len);
-static int on_message_complete(llhttp_t *p);
+static int on_begin(void *arg);
+static int on_head(void *arg);
+static int on_body(void *arg, const char *at, size_t len);
+static void on_complete(void *arg);
 
-static llhttp_settings_t req_settings;
-static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
-
-static void
-settings_init(void)
-{
-    llhttp_settings_init(&req_settings);
-    req_settings.on_message_begin = on_message_begin;
-    req_settings.on_url = on_url;
-    req_settings.on_header_field = on_header_field;
-    req_settings.on_header_value = on_header_value;
-    req_settings.on_headers_complete = on_headers_complete;
-    req_settings.on_body = on_body;
-    req_settings.on_message_complete = on_message_complete;
-}
+static const struct reqframe_ops frame_ops = {
+    .begin = on_begin,
+    .head = on_head,
+    .body = on_body,
+    .complete = on_complete,
+};
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
@@ -88,7 +76,6 @@ struct client *
 client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen,
               enum route_to route_to, bool tls)
 {
-    pthread_once(&settings_once, settings_init);
     struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
         close(fd);
@@ -105,9 +92,7 @@ client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen
     if (addrlen > 0 && (size_t)addrlen <= sizeof(c->peer))
         memcpy(&c->peer, addr, (size_t)addrlen);
     peer_to_text((const struct sockaddr *)&c->peer, c->peer_text, sizeof(c->peer_text));
-    llhttp_init(&c->parser, HTTP_REQUEST, &req_settings);
-    c->parser.data = c;
-    http_head_init(&c->head, 0, 0, 0);
+    reqframe_init(&c->rf, &frame_ops, c);
     http_head_init(&c->rhead, 64 * 1024, 1000, 0);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->state = CS_IDLE;
@@ -148,7 +133,6 @@ exchange_release(struct client *c, bool reuse_upstream)
 static void
 exchange_reset(struct client *c)
 {
-    http_head_clear(&c->head);
     http_head_clear(&c->rhead);
     if (c->req.cap > 4096)
         http_buf_finish(&c->req);
@@ -160,7 +144,6 @@ exchange_reset(struct client *c)
     c->connect_tries = 0;
     c->body_bytes = 0;
     c->out_body = HTTP_BODY_NONE;
-    c->head_method = c->upgrade = c->req_chunked = c->req_body = false;
     c->req_complete = c->resp_started = c->resp_bytes = c->resp_complete = false;
     c->interim = c->up_reusable = c->up_reused = c->retried = false;
     c->up_paused = false;
@@ -172,7 +155,7 @@ client_close(struct client *c)
     if (c == NULL)
         return;
     exchange_release(c, false);
-    http_head_finish(&c->head);
+    reqframe_finish(&c->rf);
     http_head_finish(&c->rhead);
     http_buf_finish(&c->req);
     if (c->timer)
@@ -214,8 +197,7 @@ client_fail(struct client *c, int status)
     http_buf_finish(&b);
     c->resp_started = true;
     if (status >= 500)
-        log_debug("%s %s -> %d request id %s", c->peer_text,
-                  c->head.url_len ? "request" : "connection", status, c->request_id);
+        log_debug("%s -> %d request id %s", c->peer_text, status, c->request_id);
     client_close_after_flush(c);
 }
 
@@ -234,7 +216,7 @@ client_exchange_done(struct client *c)
     c->state = CS_IDLE;
     evtimer_del(c->timer);
     arm_timer(c, keepalive_ms);
-    llhttp_resume(&c->parser);
+    reqframe_resume(&c->rf);
     if (c->read_paused) {
         c->read_paused = false;
         bufferevent_enable(c->bev, EV_READ);
@@ -249,19 +231,6 @@ client_drain(struct client *c)
         /* Spread the closes so clients that are just sending are not all cut at once. */
         evtimer_del(c->timer);
         arm_timer(c, route_rand(&c->w->rng) % DRAIN_GRACE_MS);
-    }
-}
-
-static int
-status_for_error(struct client *c, llhttp_errno_t err)
-{
-    if (c->reject)
-        return c->reject;
-    switch (err) {
-    case HPE_INVALID_VERSION:
-        return 505;
-    default:
-        return 400;
     }
 }
 
@@ -283,67 +252,35 @@ client_feed(struct client *c)
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
             break;
-        const char *base = v.iov_base;
-        llhttp_errno_t err = llhttp_execute(&c->parser, base, v.iov_len);
-        size_t used = v.iov_len;
-        if (err != HPE_OK) {
-            const char *pos = llhttp_get_error_pos(&c->parser);
-            used = (pos && pos >= base && pos <= base + v.iov_len) ? (size_t)(pos - base) : 0;
-        }
+        size_t used = 0;
+        enum reqframe_result r = reqframe_execute(&c->rf, v.iov_base, v.iov_len, &used);
         evbuffer_drain(in, used);
-        if (err == HPE_OK || err == HPE_PAUSED)
-            continue;
-        if (err == HPE_PAUSED_UPGRADE) {
-            if (c->state == CS_WAIT)
-                break;
-            /* A non-upgraded exchange on an upgrade request: go on with HTTP. */
-            llhttp_resume_after_upgrade(&c->parser);
-            continue;
+        if (r == REQFRAME_ERROR) {
+            c->in_feed = false;
+            log_debug("%s: request rejected with %d: %s", c->peer_text, c->rf.status,
+                      llhttp_get_error_reason(&c->rf.parser));
+            client_fail(c, c->rf.status);
+            return;
         }
-        c->in_feed = false;
-        if (c->reject == 0)
-            log_debug("%s: bad request: %s (%s)", c->peer_text, llhttp_errno_name(err),
-                      llhttp_get_error_reason(&c->parser));
-        client_fail(c, status_for_error(c, err));
-        return;
     }
     c->in_feed = false;
 }
 
-/* --- llhttp callbacks: they only record and write; closing happens after llhttp returns. --- */
+/* --- framing callbacks: they only record and write; closing happens after parsing returns. */
 
 static int
-reject(struct client *c, int status)
+on_begin(void *arg)
 {
-    c->reject = status;
-    llhttp_set_error_reason(&c->parser, "rejected");
-    return HPE_USER;
-}
-
-static int
-head_result(struct client *c, enum http_head_result r)
-{
-    switch (r) {
-    case HTTP_HEAD_OK:
-        return 0;
-    case HTTP_HEAD_URI_TOO_LONG:
-        return reject(c, 414);
-    case HTTP_HEAD_TOO_BIG:
-    case HTTP_HEAD_TOO_MANY:
-        return reject(c, 431);
-    }
-    return reject(c, 400);
-}
-
-static int
-on_message_begin(llhttp_t *p)
-{
-    struct client *c = p->data;
+    struct client *c = arg;
     c->ws = worker_snap_get(c->w);
     const struct conf *conf = c->ws->snap->conf;
-    c->head.max_bytes = conf->limits.max_header_bytes;
-    c->head.max_fields = conf->limits.max_headers;
-    c->head.max_uri_bytes = conf->limits.max_uri_bytes;
+    struct reqframe_limits lim = {
+        .max_header_bytes = conf->limits.max_header_bytes,
+        .max_headers = conf->limits.max_headers,
+        .max_uri_bytes = conf->limits.max_uri_bytes,
+        .max_body_bytes = conf->limits.max_body_bytes,
+    };
+    reqframe_set_limits(&c->rf, &lim);
     if (c->state == CS_IDLE && c->keepalive) {
         /* A keep-alive request: its header deadline runs from its first byte. */
         evtimer_del(c->timer);
@@ -352,27 +289,6 @@ on_message_begin(llhttp_t *p)
     c->state = CS_HEAD;
     c->started_ms = clock_ms();
     return 0;
-}
-
-static int
-on_url(llhttp_t *p, const char *at, size_t len)
-{
-    struct client *c = p->data;
-    return head_result(c, http_head_url(&c->head, at, len));
-}
-
-static int
-on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct client *c = p->data;
-    return head_result(c, http_head_field(&c->head, at, len));
-}
-
-static int
-on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct client *c = p->data;
-    return head_result(c, http_head_value(&c->head, at, len));
 }
 
 /* The bucket of DESIGN §3 step 2 and the pool of step 3 (step 1, preview, is the listener's). */
@@ -398,13 +314,13 @@ route_request(struct client *c, const struct conf *conf)
     uint32_t bucket = 0;
     bool have = false;
     if (st->cookie_name && st->by != STICKY_NONE) {
-        for (uint32_t i = 0; i < c->head.nfields && !have; i++) {
-            const struct http_field *f = &c->head.fields[i];
-            if (f->name_len != 6 || strncasecmp(http_field_name(&c->head, f), "Cookie", 6) != 0)
+        for (uint32_t i = 0; i < c->rf.head.nfields && !have; i++) {
+            const struct http_field *f = &c->rf.head.fields[i];
+            if (f->name_len != 6 || strncasecmp(http_field_name(&c->rf.head, f), "Cookie", 6) != 0)
                 continue;
             const char *val;
             size_t vlen;
-            if (route_cookie_find(http_field_value(&c->head, f), f->value_len, st->cookie_name,
+            if (route_cookie_find(http_field_value(&c->rf.head, f), f->value_len, st->cookie_name,
                                   &val, &vlen) == 0 &&
                 route_bucket_parse(val, vlen, &bucket) == 0)
                 have = true;
@@ -418,10 +334,10 @@ route_request(struct client *c, const struct conf *conf)
                      st->cookie_name, bucket, (unsigned long long)(st->max_age_ms / 1000));
             break;
         case STICKY_HEADER: {
-            const struct http_field *f = st->header ? http_head_get(&c->head, st->header, NULL)
+            const struct http_field *f = st->header ? http_head_get(&c->rf.head, st->header, NULL)
                                                     : NULL;
             if (f)
-                bucket = route_bucket_hash(http_field_value(&c->head, f), f->value_len);
+                bucket = route_bucket_hash(http_field_value(&c->rf.head, f), f->value_len);
             else
                 bucket = route_bucket_random(&c->w->rng);
             break;
@@ -447,44 +363,17 @@ route_request(struct client *c, const struct conf *conf)
 }
 
 static int
-on_headers_complete(llhttp_t *p)
+on_head(void *arg)
 {
-    struct client *c = p->data;
+    struct client *c = arg;
     const struct conf *conf = c->ws->snap->conf;
+    struct http_head *h = &c->rf.head;
     evtimer_del(c->timer);
+    c->keepalive = c->rf.keepalive && !c->w->draining;
 
-    if (p->http_major != 1 || p->http_minor > 1)
-        return reject(c, 505);
-    c->http10 = p->http_minor == 0;
-    if (p->method == HTTP_CONNECT)
-        return reject(c, 405);
-    unsigned nhost = 0;
-    http_head_get(&c->head, "Host", &nhost);
-    if (nhost > 1 || (!c->http10 && nhost == 0))
-        return reject(c, 400);
-    if (p->flags & F_TRANSFER_ENCODING) {
-        /* HTTP/1.0 has no chunked coding, and a final coding other than chunked leaves the
-         * length unknowable (RFC 9112 §6.3): both are smuggling vectors. */
-        if (c->http10 || !(p->flags & F_CHUNKED))
-            return reject(c, 400);
-    }
-    c->req_chunked = (p->flags & F_CHUNKED) != 0;
-    c->req_body = c->req_chunked || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
-    uint64_t max_body = conf->limits.max_body_bytes;
-    if (max_body && (p->flags & F_CONTENT_LENGTH) && !c->req_chunked &&
-        p->content_length > max_body)
-        return reject(c, 413);
-    const struct http_field *expect = http_head_get(&c->head, "Expect", NULL);
-    if (expect && !(expect->value_len == 12 &&
-                    strncasecmp(http_field_value(&c->head, expect), "100-continue", 12) == 0))
-        return reject(c, 417);
-    c->head_method = p->method == HTTP_HEAD;
-    c->upgrade = p->upgrade != 0;
-    c->keepalive = llhttp_should_keep_alive(p) && !c->w->draining;
-
-    const struct http_field *xid = http_head_get(&c->head, "X-Request-Id", NULL);
-    if (xid && http_request_id_sane(http_field_value(&c->head, xid), xid->value_len)) {
-        memcpy(c->request_id, http_field_value(&c->head, xid), xid->value_len);
+    const struct http_field *xid = http_head_get(h, "X-Request-Id", NULL);
+    if (xid && http_request_id_sane(http_field_value(h, xid), xid->value_len)) {
+        memcpy(c->request_id, http_field_value(h, xid), xid->value_len);
         c->request_id[xid->value_len] = '\0';
     } else {
         uint64_t a = route_rand(&c->w->rng), b = route_rand(&c->w->rng);
@@ -493,9 +382,9 @@ on_headers_complete(llhttp_t *p)
 
     route_request(c, conf);
     if (!relay_attach(c))
-        return HPE_USER;
+        return c->reject;
     c->state = CS_BODY;
-    if (c->req_body) {
+    if (c->rf.has_body) {
         struct timeval tv = clock_tv(conf->timeouts.client_body_ms);
         bufferevent_set_timeouts(c->bev, &tv, NULL);
     }
@@ -503,15 +392,11 @@ on_headers_complete(llhttp_t *p)
 }
 
 static int
-on_body(llhttp_t *p, const char *at, size_t len)
+on_body(void *arg, const char *at, size_t len)
 {
-    struct client *c = p->data;
-    uint64_t max_body = c->ws->snap->conf->limits.max_body_bytes;
-    c->body_bytes += len;
-    if (max_body && c->body_bytes > max_body)
-        return reject(c, 413);
+    struct client *c = arg;
     struct evbuffer *out = bufferevent_get_output(c->up->bev);
-    if (c->req_chunked) {
+    if (c->rf.chunked) {
         char line[24];
         int n = snprintf(line, sizeof(line), "%zx\r\n", len);
         evbuffer_add(out, line, (size_t)n);
@@ -523,18 +408,16 @@ on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int
-on_message_complete(llhttp_t *p)
+static void
+on_complete(void *arg)
 {
-    struct client *c = p->data;
-    if (c->req_chunked && c->up)
+    struct client *c = arg;
+    if (c->rf.chunked && c->up)
         evbuffer_add(bufferevent_get_output(c->up->bev), "0\r\n\r\n", 5);
     c->req_complete = true;
     c->state = CS_WAIT;
-    if (c->req_body)
+    if (c->rf.has_body)
         bufferevent_set_timeouts(c->bev, NULL, NULL);
-    /* One request at a time: pipelined requests wait in the input buffer, answered in order. */
-    return HPE_PAUSED;
 }
 
 /* --- bufferevent callbacks --- */

@@ -14,6 +14,7 @@
 #include <llhttp.h>
 
 #include "proxy/http.h"
+#include "proxy/reqframe.h"
 #include "proxy/worker.h"
 
 /* Output queued towards one side before reading from the other stops (back-pressure). */
@@ -32,8 +33,7 @@ enum client_state {
 struct client {
     struct worker *w;        /* borrowed (lives while the worker does) */
     struct bufferevent *bev; /* owned */
-    llhttp_t parser;
-    struct http_head head;  /* the request head */
+    struct reqframe rf;     /* request framing; rf.head is the request head */
     struct http_head rhead; /* the response head */
     enum client_state state;
     enum route_to route_to;
@@ -58,11 +58,6 @@ struct client {
     uint64_t started_ms;
     enum http_body out_body;
     bool keepalive;      /* the client connection may carry another request */
-    bool http10;
-    bool head_method;
-    bool upgrade;
-    bool req_chunked;
-    bool req_body;
     bool req_complete;
     bool resp_started;   /* a final response head went to the client */
     bool resp_bytes;     /* any byte came from upstream for this exchange */

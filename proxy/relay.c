@@ -99,16 +99,16 @@ relay_attach(struct client *c)
         return false;
     }
     struct http_request_out m = {
-        .method = llhttp_method_name((llhttp_method_t)c->parser.method),
+        .method = reqframe_method(&c->rf),
         .client_ip = c->peer_text,
         .proto = c->tls ? "https" : "http",
         .request_id = c->request_id,
         .strip = NULL,
-        .upgrade = c->upgrade,
-        .chunked = c->req_chunked,
+        .upgrade = c->rf.upgrade,
+        .chunked = c->rf.chunked,
     };
     c->req.len = 0;
-    http_write_request(&c->req, &c->head, &m);
+    http_write_request(&c->req, &c->rf.head, &m);
     if (!attach_server(c, srv, NULL, false)) {
         c->reject = 502;
         return false;
@@ -285,7 +285,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
         client_close(c); /* truncated: the client must see the cut */
         return;
     }
-    if (!c->resp_bytes && c->up_reused && !c->retried && !c->req_body) {
+    if (!c->resp_bytes && c->up_reused && !c->retried && !c->rf.has_body) {
         /* The server closed a kept-alive connection as we reused it: once more on a fresh one. */
         struct server *srv = c->srv;
         upstream_close(&c->up);
@@ -335,7 +335,7 @@ on_headers_complete(llhttp_t *p)
     if (status < 200 && status != 101) {
         /* Interim (100 Continue, 103 Early Hints): relayed to HTTP/1.1 clients only. */
         c->interim = true;
-        if (!c->http10) {
+        if (!c->rf.http10) {
             struct http_response_out m = {.status = status, .body = HTTP_BODY_NONE};
             http_write_response(b, &c->rhead, &m);
             evbuffer_add(bufferevent_get_output(c->bev), b->p, b->len);
@@ -344,7 +344,7 @@ on_headers_complete(llhttp_t *p)
         return 1;
     }
     if (status == 101) {
-        if (!c->upgrade) {
+        if (!c->rf.upgrade) {
             llhttp_set_error_reason(p, "101 without an upgrade request");
             return -1;
         }
@@ -357,7 +357,7 @@ on_headers_complete(llhttp_t *p)
         return 2; /* the rest is another protocol */
     }
     c->resp_status = status;
-    bool nobody = c->head_method || status == 204 || status == 304;
+    bool nobody = c->rf.head_method || status == 204 || status == 304;
     bool chunked = (p->flags & F_CHUNKED) != 0;
     bool length = (p->flags & F_CONTENT_LENGTH) != 0 && !chunked &&
                   !(p->flags & F_TRANSFER_ENCODING);
@@ -367,7 +367,7 @@ on_headers_complete(llhttp_t *p)
     else if (length)
         body = HTTP_BODY_LENGTH;
     else
-        body = c->http10 ? HTTP_BODY_CLOSE : HTTP_BODY_CHUNKED;
+        body = c->rf.http10 ? HTTP_BODY_CLOSE : HTTP_BODY_CHUNKED;
     c->out_body = body;
     bool keep = c->keepalive && !c->peer_eof && !c->w->draining && c->req_complete &&
                 body != HTTP_BODY_CLOSE;
@@ -375,7 +375,7 @@ on_headers_complete(llhttp_t *p)
     enum http_conn conn = HTTP_CONN_DEFAULT;
     if (!keep)
         conn = HTTP_CONN_CLOSE;
-    else if (c->http10)
+    else if (c->rf.http10)
         conn = HTTP_CONN_KEEPALIVE;
     struct http_response_out m = {
         .status = status,
