@@ -209,6 +209,86 @@ class FramingRejectionTest(h.ProxyTestCase):
         finally:
             c.close()
 
+    def test_header_count_boundary(self):
+        # max_headers 20: exactly 20 header lines (Host included) pass, 21 are refused
+        with h.Client(self.p.port) as c:
+            r = c.request('GET', '/', [('X-H%d' % i, 'v') for i in range(19)])
+            self.assertStatus(r, 200, '20 headers with max_headers 20')
+        self.rejected(b'GET / HTTP/1.1\r\n' + H + b''.join(b'X-H%d: v\r\n' % i for i in range(20)) +
+                      b'\r\n', 431, '21 headers with max_headers 20')
+
+    def test_body_too_big_with_expect_gets_no_100(self):
+        c = h.Client(self.p.port)
+        with c:
+            c.send(b'POST /echo HTTP/1.1\r\n' + H + b'Expect: 100-continue\r\n'
+                   b'Content-Length: 5000\r\n\r\n')
+            r = c.read_response()
+            self.assertStatus(r, 413)
+            self.assertEqual(r.interim, [], 'sent 100 Continue for a body it then refused')
+            self.assertTrue(r.wants_close())
+            self.assertClosed(c)
+
+    def test_pipelined_good_then_bad(self):
+        # the good request is answered in order, then the bad one is refused and the
+        # connection closed; only the good one reaches the origin
+        before = self.b1.stats()['requests']
+        with h.Client(self.p.port) as c:
+            c.send(b'GET /echo?first HTTP/1.1\r\n' + H + b'\r\n' +
+                   b'POST /echo HTTP/1.1\r\n' + H + b'Content-Length: 1\r\n'
+                   b'Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n')
+            r1 = c.read_response()
+            self.assertStatus(r1, 200, 'first pipelined request')
+            self.assertEqual(r1.json()['target'], '/echo?first')
+            r2 = c.read_response()
+            self.assertStatus(r2, 400, 'second pipelined request (CL + TE)')
+            self.assertTrue(r2.wants_close())
+            self.assertClosed(c)
+        time.sleep(0.05)
+        self.assertEqual(self.b1.stats()['requests'] - before, 2, 'origin requests')
+
+    def test_smuggled_request_in_chunked_body_not_forwarded_as_request(self):
+        # TE.CL style: the body contains what looks like a second request; it must reach the
+        # origin as body bytes of the one request, never as a separate request
+        before = self.b1.stats()['requests']
+        inner = b'GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n'
+        body = h.chunked_body(inner, [len(inner)])
+        with h.Client(self.p.port) as c:
+            c.send(b'POST /echo HTTP/1.1\r\n' + H + b'Transfer-Encoding: chunked\r\n\r\n' + body)
+            r = c.read_response()
+            self.assertStatus(r, 200)
+            self.assertEqual(r.json()['body_bytes'], len(inner))
+            self.assertFalse(c.readable_within(0.3), 'extra response: %r' % bytes(c.buf[:100]))
+        time.sleep(0.05)
+        self.assertEqual(self.b1.stats()['requests'] - before, 2)
+
+    def test_bare_lf_in_chunked_framing(self):
+        # chunk lines ended by a bare LF are a smuggling vector: refuse (400) or close
+        c = h.Client(self.p.port)
+        with c:
+            c.send(b'POST /echo HTTP/1.1\r\n' + H + b'Transfer-Encoding: chunked\r\n\r\n'
+                   b'5\nhello\n0\n\n')
+            try:
+                r = c.read_response()
+            except (h.ConnClosed, OSError):
+                return
+            if r.status == 200:
+                self.fail('chunked body with bare-LF framing accepted:\n' + r.summary())
+            self.assertIn(r.status, (400, 502), r.summary())
+            self.assertClosed(c)
+
+    def test_connection_close_pipelined_stops(self):
+        before = self.b1.stats()['requests']
+        with h.Client(self.p.port) as c:
+            c.send(b'GET /echo?a HTTP/1.1\r\n' + H + b'Connection: close\r\n\r\n'
+                   b'GET /echo?b HTTP/1.1\r\n' + H + b'\r\n')
+            r = c.read_response()
+            self.assertStatus(r, 200)
+            self.assertTrue(r.wants_close(), r.summary())
+            self.assertClosed(c, 2.0, 'after a Connection: close request')
+        time.sleep(0.05)
+        self.assertEqual(self.b1.stats()['requests'] - before, 2,
+                         'the request after Connection: close reached the origin')
+
     # -- version --------------------------------------------------------------------------
 
     def test_http2_version_505(self):

@@ -235,6 +235,8 @@ class RetryTest(h.ProxyTestCase):
                                           i, stale.connections, stale.answered, stale.dropped))
                     self.assertEqual(r.body, b'fresh\n')
                     time.sleep(0.05)
+            self.assertGreaterEqual(stale.dropped, 1, 'the proxy never reused an upstream '
+                                    'connection (%d connections for 4 requests)' % stale.connections)
         finally:
             stale.close()
 
@@ -444,14 +446,20 @@ class UpstreamErrorTest(h.ProxyTestCase):
 
     def test_response_with_cl_and_te_502(self):
         p = self.setup_basic()
-        r = h.one_request(p.port, 'GET', '/?hdr=Transfer-Encoding:chunked')
+        try:
+            r = h.one_request(p.port, 'GET', '/?hdr=Transfer-Encoding:chunked')
+        except h.ProtocolError as e:
+            self.fail('bad upstream framing passed to the client: %s' % e)
         self.assertFalse(r.has('Content-Length') and r.has('Transfer-Encoding'),
                          'CL and TE passed to the client:\n' + r.summary())
         self.assertStatus(r, 502, 'upstream response with both Content-Length and TE')
 
     def test_response_with_conflicting_cl_502(self):
         p = self.setup_basic()
-        r = h.one_request(p.port, 'GET', '/?hdr=Content-Length:5')
+        try:
+            r = h.one_request(p.port, 'GET', '/?hdr=Content-Length:5')
+        except h.ProtocolError as e:
+            self.fail('bad upstream framing passed to the client: %s' % e)
         self.assertStatus(r, 502, 'upstream response with two different Content-Length')
 
     def test_proxy_survives_error_storm(self):

@@ -28,8 +28,6 @@
 #define FNV1A_OFFSET UINT64_C(0xcbf29ce484222325)
 #define FNV1A_PRIME UINT64_C(0x100000001b3)
 
-static int process_input(struct conn *c);
-
 void
 origin_log(const struct origin *o, const char *fmt, ...)
 {

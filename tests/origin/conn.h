@@ -63,7 +63,7 @@ struct req {
     uint8_t http_minor;
     bool keep_alive;
     bool headers_done; /* later header callbacks are chunked-body trailers */
-    bool delay_done; /* its delay= already elapsed */
+    bool delay_done;   /* its delay= already elapsed */
     uint64_t body_bytes;
     uint64_t body_fnv1a;
 };
@@ -115,7 +115,6 @@ void conn_delay(struct conn *c, uint64_t ms);
 int conn_tunnel(struct conn *c);
 
 /* Prints one line to stderr unless --quiet. */
-void origin_log(const struct origin *o, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void origin_log(const struct origin *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

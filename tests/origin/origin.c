@@ -48,7 +48,8 @@ parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
         memcpy(host, spec, hl < sizeof(host) ? hl : 0);
         port = colon + 1;
     }
-    if (hl == 0 || hl >= sizeof(host) || port[0] == '\0')
+    if (hl == 0 || hl >= sizeof(host) || port[0] == '\0' || strlen(port) > 5 ||
+        strspn(port, "0123456789") != strlen(port) || atoi(port) > 65535)
         goto bad;
     host[hl] = '\0';
 
@@ -71,8 +72,7 @@ bad:
 }
 
 static void
-on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
-          void *arg)
+on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     struct origin *o = arg;
     int one = 1;
@@ -166,6 +166,12 @@ main(int argc, char **argv)
         return 1;
     }
     evconnlistener_set_error_cb(l, on_accept_error);
+    /* Signals are caught before the listening line is printed: a test may stop us right after
+     * reading it. */
+    struct event *sigterm = evsignal_new(o.base, SIGTERM, on_signal, o.base);
+    struct event *sigint = evsignal_new(o.base, SIGINT, on_signal, o.base);
+    evsignal_add(sigterm, NULL);
+    evsignal_add(sigint, NULL);
     accept_pause = evtimer_new(o.base, on_resume_accept, l);
 
     struct sockaddr_storage bound;
@@ -177,17 +183,12 @@ main(int argc, char **argv)
         fprintf(stderr, "origin: cannot read the bound address: %s\n", strerror(errno));
         return 1;
     }
-    if (bound.ss_family == AF_INET6)
-        printf("origin listening on [%s]:%s\n", host, port);
-    else
-        printf("origin listening on %s:%s\n", host, port);
+    const char *lb = bound.ss_family == AF_INET6 ? "[" : "";
+    const char *rb = bound.ss_family == AF_INET6 ? "]" : "";
+    printf("origin listening on %s%s%s:%s\n", lb, host, rb, port);
     fflush(stdout);
 
-    struct event *sigterm = evsignal_new(o.base, SIGTERM, on_signal, o.base);
-    struct event *sigint = evsignal_new(o.base, SIGINT, on_signal, o.base);
-    evsignal_add(sigterm, NULL);
-    evsignal_add(sigint, NULL);
-    origin_log(&o, "listening on %s:%s", host, port);
+    origin_log(&o, "listening on %s%s%s:%s", lb, host, rb, port);
 
     event_base_dispatch(o.base);
 

@@ -12,11 +12,9 @@
 #include <event2/buffer.h>
 
 #include "conf/xalloc.h"
+#include "tests/origin/query.h"
 
-#define MAX_BODY_N (UINT64_C(1) << 50)      /* /bytes/N upper bound */
-#define MAX_CHUNK_BYTES (16u * 1024u * 1024u) /* chunk=K upper bound */
-#define MAX_DELAY_MS (UINT64_C(24) * 3600 * 1000)
-#define DEFAULT_CHUNK_BYTES 8192u
+#define MAX_BODY_N (UINT64_C(1) << 50) /* /bytes/N upper bound */
 /* Generated bodies are references into `pattern` (no copy); below this a piece is copied so
  * tiny chunks do not cost one buffer chain each. */
 #define PATTERN_SPAN (64u * 1024u)
@@ -28,59 +26,55 @@ static char pattern[PATTERN_SPAN + 26];
 static char *hello_body;
 static size_t hello_len;
 
-/* What the query string asks for. */
-struct query {
-    uint64_t delay_ms;
-    uint64_t chunk_bytes;
-    bool chunked;
-    bool close;
-    bool extra_close;       /* an added Connection header lists "close" */
-    struct evbuffer *extra; /* owned: added header lines, NULL if none */
-    const char *bad;        /* why the query is refused, NULL if it is fine */
-};
-
 enum framing {
     FRAME_LENGTH = 0, /* Content-Length */
     FRAME_CHUNKED,    /* Transfer-Encoding: chunked */
     FRAME_NONE,       /* no length: no body (1xx/204/304) or close-delimited */
 };
 
+static const struct {
+    int status;
+    const char *text;
+} reasons[] = {
+    {100, "Continue"},
+    {102, "Processing"},
+    {103, "Early Hints"},
+    {200, "OK"},
+    {201, "Created"},
+    {202, "Accepted"},
+    {204, "No Content"},
+    {206, "Partial Content"},
+    {301, "Moved Permanently"},
+    {302, "Found"},
+    {303, "See Other"},
+    {304, "Not Modified"},
+    {307, "Temporary Redirect"},
+    {308, "Permanent Redirect"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {408, "Request Timeout"},
+    {409, "Conflict"},
+    {413, "Content Too Large"},
+    {414, "URI Too Long"},
+    {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+};
+
 static const char *
 reason(int status)
 {
-    switch (status) {
-    case 100: return "Continue";
-    case 102: return "Processing";
-    case 103: return "Early Hints";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
-    }
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+        if (reasons[i].status == status)
+            return reasons[i].text;
+    return "Status";
 }
 
 static bool
@@ -113,195 +107,19 @@ init_once(const struct origin *o)
     hello_len = (size_t)snprintf(hello_body, n, "hello from %s/%s\n", o->pool, o->name);
 }
 
-/* Decimal digits only, at most `max`. Returns 0 or -1. */
-static int
-parse_uint(const char *s, size_t n, uint64_t max, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (n == 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-        if (v > max)
-            return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int
-hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* %XX-decodes s[0..n) into out (at least n bytes); a malformed escape is kept as is.
- * '+' is not a space here. Returns the decoded length. */
-static size_t
-pct_decode(const char *s, size_t n, char *out)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int hi, lo;
-        if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 &&
-            (lo = hexval(s[i + 2])) >= 0) {
-            out[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    return o;
-}
-
-static bool
-has_ctl(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
-            return true;
-    return false;
-}
-
-/* True when the comma-separated list v[0..n) holds the token `tok` (case-insensitive). */
-static bool
-list_has(const char *v, size_t n, const char *tok)
-{
-    size_t tl = strlen(tok);
-    size_t i = 0;
-    while (i < n) {
-        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < n && v[i] != ',')
-            i++;
-        size_t end = i;
-        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-            end--;
-        if (end - start == tl && strncasecmp(v + start, tok, tl) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* hdr=Name:Value → one header line in q->extra. */
-static void
-add_hdr_param(struct query *q, const char *v, size_t n)
-{
-    const char *colon = memchr(v, ':', n);
-    if (colon == NULL || colon == v) {
-        q->bad = "hdr= wants Name:Value";
-        return;
-    }
-    size_t name_len = (size_t)(colon - v);
-    const char *val = colon + 1;
-    size_t val_len = n - name_len - 1;
-    while (val_len > 0 && (val[0] == ' ' || val[0] == '\t')) {
-        val++;
-        val_len--;
-    }
-    while (val_len > 0 && (val[val_len - 1] == ' ' || val[val_len - 1] == '\t'))
-        val_len--;
-    if (has_ctl(v, name_len) || has_ctl(val, val_len)) {
-        q->bad = "hdr= must not contain CR, LF or NUL";
-        return;
-    }
-    if (q->extra == NULL)
-        q->extra = evbuffer_new();
-    evbuffer_add(q->extra, v, name_len);
-    evbuffer_add(q->extra, ": ", 2);
-    evbuffer_add(q->extra, val, val_len);
-    evbuffer_add(q->extra, "\r\n", 2);
-    if (name_len == 10 && strncasecmp(v, "connection", 10) == 0 &&
-        list_has(val, val_len, "close"))
-        q->extra_close = true;
-}
-
-static bool
-flag_on(const char *v, size_t n)
-{
-    return n > 0 && !(n == 1 && v[0] == '0');
-}
-
-static void
-parse_query(const char *s, size_t n, struct query *q)
-{
-    char *buf = xmalloc(n + 1);
-    const char *end = s + n;
-    while (s < end && q->bad == NULL) {
-        const char *amp = memchr(s, '&', (size_t)(end - s));
-        const char *seg_end = amp ? amp : end;
-        const char *eq = memchr(s, '=', (size_t)(seg_end - s));
-        const char *key_end = eq ? eq : seg_end;
-        size_t kl = pct_decode(s, (size_t)(key_end - s), buf);
-        const char *key = buf;
-        const char *val = buf + kl;
-        size_t vl = eq ? pct_decode(eq + 1, (size_t)(seg_end - eq - 1), buf + kl) : 0;
-
-        if (kl == 5 && memcmp(key, "delay", 5) == 0) {
-            if (parse_uint(val, vl, MAX_DELAY_MS, &q->delay_ms) == -1)
-                q->bad = "delay= wants milliseconds";
-        } else if (kl == 3 && memcmp(key, "hdr", 3) == 0) {
-            add_hdr_param(q, val, vl);
-        } else if (kl == 7 && memcmp(key, "chunked", 7) == 0) {
-            q->chunked = flag_on(val, vl);
-        } else if (kl == 5 && memcmp(key, "chunk", 5) == 0) {
-            if (parse_uint(val, vl, MAX_CHUNK_BYTES, &q->chunk_bytes) == -1 ||
-                q->chunk_bytes == 0)
-                q->bad = "chunk= wants 1..16777216";
-        } else if (kl == 5 && memcmp(key, "close", 5) == 0) {
-            q->close = flag_on(val, vl);
-        }
-        s = amp ? amp + 1 : end;
-    }
-    free(buf);
-}
-
-/* Splits the request target into path and query; an absolute-form target is reduced to its
- * path. */
-static void
-split_target(const struct req *r, const char **path, size_t *path_len, const char **query,
-             size_t *query_len)
-{
-    const char *t = r->arena + r->target_off;
-    size_t n = r->target_len;
-    size_t skip = 0;
-    if (n >= 7 && strncasecmp(t, "http://", 7) == 0)
-        skip = 7;
-    else if (n >= 8 && strncasecmp(t, "https://", 8) == 0)
-        skip = 8;
-    if (skip > 0) {
-        while (skip < n && t[skip] != '/' && t[skip] != '?')
-            skip++;
-        t += skip;
-        n -= skip;
-    }
-    const char *qm = memchr(t, '?', n);
-    *path = t;
-    *path_len = qm ? (size_t)(qm - t) : n;
-    *query = qm ? qm + 1 : t + n;
-    *query_len = qm ? n - *path_len - 1 : 0;
-    if (*path_len == 0) {
-        *path = "/";
-        *path_len = 1;
-    }
-}
-
+/* One access-log line; status 0 means the request gets no HTTP answer. */
 static void
 log_answer(const struct conn *c, int status)
 {
     const struct req *r = &c->req;
-    origin_log(c->o, "%s %.*s HTTP/%u.%u -> %d", llhttp_method_name(r->method),
-               (int)r->target_len, r->arena + r->target_off, r->http_major, r->http_minor,
-               status);
+    if (c->o->quiet)
+        return;
+    if (!r->headers_done) {
+        origin_log(c->o, "unparsed request -> %d", status);
+        return;
+    }
+    origin_log(c->o, "%s %.*s HTTP/%u.%u -> %d", llhttp_method_name(r->method), (int)r->target_len,
+               r->arena + r->target_off, r->http_major, r->http_minor, status);
 }
 
 /* Status line, origin headers, framing, Connection, the hdr= headers and the blank line. */
@@ -419,12 +237,24 @@ json_str(struct evbuffer *b, const char *str, size_t n)
         }
         evbuffer_add(b, s + run, i - run);
         switch (ch) {
-        case '"': evbuffer_add(b, "\\\"", 2); break;
-        case '\\': evbuffer_add(b, "\\\\", 2); break;
-        case '\n': evbuffer_add(b, "\\n", 2); break;
-        case '\r': evbuffer_add(b, "\\r", 2); break;
-        case '\t': evbuffer_add(b, "\\t", 2); break;
-        default: evbuffer_add_printf(b, "\\u%04x", ch); break;
+        case '"':
+            evbuffer_add(b, "\\\"", 2);
+            break;
+        case '\\':
+            evbuffer_add(b, "\\\\", 2);
+            break;
+        case '\n':
+            evbuffer_add(b, "\\n", 2);
+            break;
+        case '\r':
+            evbuffer_add(b, "\\r", 2);
+            break;
+        case '\t':
+            evbuffer_add(b, "\\t", 2);
+            break;
+        default:
+            evbuffer_add_printf(b, "\\u%04x", ch);
+            break;
         }
         run = ++i;
     }
@@ -467,7 +297,7 @@ static void
 do_status(struct conn *c, const char *digits, size_t n, struct query *q)
 {
     uint64_t status;
-    if (parse_uint(digits, n, 999, &status) == -1 || status < 100 || status > 599 ||
+    if (query_parse_uint(digits, n, 999, &status) == -1 || status < 100 || status > 599 ||
         status == 101) {
         static const char msg[] = "status wants 100-599 (not 101)\n";
         put_simple(c, 400, "text/plain", msg, sizeof(msg) - 1, q);
@@ -483,7 +313,7 @@ static void
 do_bytes(struct conn *c, const char *digits, size_t n, struct query *q)
 {
     uint64_t len;
-    if (parse_uint(digits, n, MAX_BODY_N, &len) == -1) {
+    if (query_parse_uint(digits, n, MAX_BODY_N, &len) == -1) {
         static const char msg[] = "bytes wants a byte count\n";
         put_simple(c, 400, "text/plain", msg, sizeof(msg) - 1, q);
         return;
@@ -642,8 +472,7 @@ route(struct conn *c, const char *path, size_t pn, struct query *q)
                          ",\"connections_open\":%" PRIu64 "}",
                          o->requests, o->conns_accepted, o->conns_open);
         put_simple(c, 200, "application/json", body, (size_t)n, q);
-    } else if (path_is(path, pn, "/ws") && c->paused_upgrade &&
-               c->req.method != HTTP_CONNECT) {
+    } else if (path_is(path, pn, "/ws") && c->paused_upgrade && c->req.method != HTTP_CONNECT) {
         return do_upgrade(c, q);
     } else {
         put_simple(c, 200, "text/plain", hello_body, hello_len, q);
@@ -655,14 +484,14 @@ int
 respond_dispatch(struct conn *c)
 {
     struct req *r = &c->req;
-    struct query q = {.chunk_bytes = DEFAULT_CHUNK_BYTES};
+    struct query q;
     const char *path, *qs;
     size_t pn, qn;
     int rc = 0;
 
     init_once(c->o);
-    split_target(r, &path, &pn, &qs, &qn);
-    parse_query(qs, qn, &q);
+    query_split_target(r->arena + r->target_off, r->target_len, &path, &pn, &qs, &qn);
+    query_parse(&q, qs, qn);
     if (q.bad != NULL) {
         put_simple(c, 400, "text/plain", q.bad, strlen(q.bad), NULL);
         goto out;
@@ -675,7 +504,6 @@ respond_dispatch(struct conn *c)
         c->close_after = true;
     rc = route(c, path, pn, &q);
 out:
-    if (q.extra != NULL)
-        evbuffer_free(q.extra);
+    query_finish(&q);
     return rc;
 }

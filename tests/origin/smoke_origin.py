@@ -264,6 +264,26 @@ def run(port):
     ok(st == 400 and c.at_eof(), "invalid request: 400 and close")
     c.close()
 
+    # limits: 414 and 431, then close
+    c = Conn(port)
+    c.send(req("/" + "a" * 70000))
+    ok(c.response()[0] == 414 and c.at_eof(), "long target: 414 and close")
+    c.close()
+    c = Conn(port)
+    c.send(req("/", extra="".join(f"X-{i}: 1\r\n" for i in range(2100))))
+    ok(c.response()[0] == 431 and c.at_eof(), "too many fields: 431 and close")
+    c.close()
+
+    # absolute-form target, bad query values
+    c = Conn(port)
+    c.send(req("http://example.com/echo?a=1") + req("/?delay=x") + req("/?hdr=nocolon")
+           + req("/bytes/12x"))
+    st, _, body = c.response()
+    ok(st == 200 and json.loads(body)["target"] == "http://example.com/echo?a=1",
+       "absolute-form target routed by path")
+    ok([c.response()[0] for _ in range(3)] == [400, 400, 400], "bad query values: 400")
+    c.close()
+
     # /status edge cases
     c = Conn(port)
     c.send(req("/status/101") + req("/status/503") + req("/status/304"))
