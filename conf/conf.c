@@ -78,8 +78,7 @@ conf_load(const char *path, struct conf_err *err)
     err->count = 0;
     if ((rc = slurp(path, &text, &len)) != 0) {
         char buf[128];
-        read_error(err, path,
-                   rc == EFBIG ? "larger than 4 MiB" : strerror_r(rc, buf, sizeof buf));
+        read_error(err, path, rc == EFBIG ? "larger than 4 MiB" : strerror_r(rc, buf, sizeof buf));
         return NULL;
     }
     c = conf_parse(path, text, len, err);

@@ -15,8 +15,8 @@ static const char *const HEALTH_KEYS[] = {"path",   "interval", "timeout",      
 static const char *const PASSIVE_KEYS[] = {"consecutive_failures", "ejection_time",
                                            "max_ejection_percent", "eject_on_5xx", NULL};
 static const char *const UPSTREAM_KEYS[] = {"max_idle", "idle_timeout", "retries", NULL};
-static const char *const POOL_KEYS[] = {"servers",  "health",       "tls",
-                                        "max_idle", "idle_timeout", "retries", NULL};
+static const char *const POOL_KEYS[] = {"servers",      "health",  "tls", "max_idle",
+                                        "idle_timeout", "retries", NULL};
 static const char *const POOL_NAMES[] = {"blue", "green", NULL};
 
 #define SERVER_NAME_MAX 64
@@ -44,8 +44,10 @@ read_expect(struct walk *w, const struct fields *f, struct conf_health *h)
         return;
     size_t mark = walk_push(w, "expect");
     if ((s = walk_scalar(w, n)) != NULL && conf_parse_expect(s, &h->expect_min, &h->expect_max))
-        walk_error(w, n, "expected a status or a range within 100-599 such as 200 or 200-399, "
-                         "found \"%s\"", s);
+        walk_error(w, n,
+                   "expected a status or a range within 100-599 such as 200 or 200-399, "
+                   "found \"%s\"",
+                   s);
     walk_pop(w, mark);
 }
 
@@ -129,8 +131,10 @@ read_server(struct walk *w, const struct node *n, struct conf_pool *p, const str
         return;
     size_t mark = walk_push(w, "name");
     if (!valid_server_name(s->name)) {
-        walk_error(w, name, "\"%s\" is not a valid server name (1 to %d letters, digits, '.', '_' "
-                            "or '-')", s->name, SERVER_NAME_MAX);
+        walk_error(w, name,
+                   "\"%s\" is not a valid server name (1 to %d letters, digits, '.', '_' "
+                   "or '-')",
+                   s->name, SERVER_NAME_MAX);
     }
     for (size_t i = 0; i < p->nservers; i++) {
         if (p->servers[i].name != NULL && strcmp(p->servers[i].name, s->name) == 0)
@@ -171,8 +175,8 @@ copy_settings(struct conf_pool *dst, const struct conf_pool *src)
     dst->health = src->health;
     dst->health.path = xstrdup(src->health.path);
     dst->health.host = src->health.host ? xstrdup(src->health.host) : NULL;
-    dst->health.body_contains = src->health.body_contains ? xstrdup(src->health.body_contains)
-                                                          : NULL;
+    dst->health.body_contains =
+        src->health.body_contains ? xstrdup(src->health.body_contains) : NULL;
     free(dst->tls.ca);
     free(dst->tls.sni);
     dst->tls = src->tls;
@@ -232,8 +236,7 @@ conf_read_pools(struct walk *w, const struct fields *top, struct conf *c)
 
     if (walk_require(w, top, "pools") == 0) {
         size_t mark = walk_push(w, "pools");
-        if (walk_map(w, walk_get(top, "pools"), POOL_NAMES, "pool",
-                     &f) == 0) {
+        if (walk_map(w, walk_get(top, "pools"), POOL_NAMES, "pool", &f) == 0) {
             for (int id = 0; id < POOL_COUNT; id++) {
                 if (walk_require(w, &f, POOL_NAMES[id]) == -1)
                     continue;

@@ -86,8 +86,8 @@ read_preview(struct walk *w, const struct node *n, struct conf_preview *p)
 void
 conf_read_routing(struct walk *w, const struct node *n, struct conf_routing *r)
 {
-    static const char *const keys[] = {"live",   "standby_percent", "balance",
-                                       "sticky", "preview",         "failover", NULL};
+    static const char *const keys[] = {"live",    "standby_percent", "balance", "sticky",
+                                       "preview", "failover",        NULL};
     static const char *const pools[] = {"blue", "green", NULL};
     static const char *const balances[] = {"p2c", "round_robin", "least_conn", NULL};
     struct fields f;
@@ -194,9 +194,9 @@ read_plan(struct walk *w, const struct node *n, struct conf_plan *plan)
 static void
 read_gates(struct walk *w, const struct node *n, struct conf_gates *g)
 {
-    static const char *const keys[] = {"window",         "min_requests",    "min_healthy_ratio",
-                                       "max_error_rate", "max_error_ratio", "max_p99",
-                                       "max_p99_ratio",  NULL};
+    static const char *const keys[] = {
+        "window",          "min_requests", "min_healthy_ratio", "max_error_rate",
+        "max_error_ratio", "max_p99",      "max_p99_ratio",     NULL};
     struct fields f;
 
     if (walk_map(w, n, keys, "key", &f) == -1)

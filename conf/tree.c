@@ -35,6 +35,11 @@ tree_error(struct conf_err *err, const char *file, unsigned line, unsigned col, 
     va_start(ap, fmt);
     vsnprintf(out + n, CONF_ERR_LEN - (size_t)n, fmt, ap);
     va_end(ap);
+    /* messages quote the file's text: keep them on one printable line */
+    for (; *out; out++) {
+        if ((unsigned char)*out < 0x20 || *out == 0x7f)
+            *out = '?';
+    }
 }
 
 void
@@ -75,8 +80,7 @@ build(struct build *b, yaml_node_t *yn, unsigned depth)
 
     if (depth > TREE_MAX_DEPTH) {
         tree_error(b->err, b->file, line, col, "(yaml)",
-                   "nested deeper than %d levels (an alias that contains itself?)",
-                   TREE_MAX_DEPTH);
+                   "nested deeper than %d levels (an alias that contains itself?)", TREE_MAX_DEPTH);
         return NULL;
     }
     if (++b->nodes > TREE_MAX_NODES) {
@@ -101,8 +105,7 @@ build(struct build *b, yaml_node_t *yn, unsigned depth)
         n->type = NODE_SEQ;
         n->items = xcalloc(count, sizeof *n->items);
         for (size_t i = 0; i < count; i++) {
-            yaml_node_t *child =
-                yaml_document_get_node(b->doc, yn->data.sequence.items.start[i]);
+            yaml_node_t *child = yaml_document_get_node(b->doc, yn->data.sequence.items.start[i]);
             if ((n->items[i] = build(b, child, depth + 1)) == NULL)
                 goto fail;
             n->nitems++;

@@ -53,7 +53,7 @@ void tree_free(struct node **n);
 /* Adds "FILE:LINE:COL: PATH: message" to err (counted always, kept while there is room). An
  * empty path is shown as "(root)". */
 __attribute__((format(printf, 6, 7))) void tree_error(struct conf_err *err, const char *file,
-                                                      unsigned line, unsigned col,
-                                                      const char *path, const char *fmt, ...);
+                                                      unsigned line, unsigned col, const char *path,
+                                                      const char *fmt, ...);
 
 #endif

@@ -383,7 +383,8 @@ conf_parse_plan_shorthand(const char *s, struct conf_plan *plan, char *err, size
     } else if (colon != NULL && (size_t)(colon - s) == 6 && strncmp(s, "canary", 6) == 0) {
         linear = false;
     } else {
-        snprintf(err, errlen, "expected \"linear:PERCENT/DURATION\" or \"canary:PERCENT/DURATION\"");
+        snprintf(err, errlen,
+                 "expected \"linear:PERCENT/DURATION\" or \"canary:PERCENT/DURATION\"");
         return -1;
     }
     slash = strchr(colon + 1, '/');
@@ -399,7 +400,7 @@ conf_parse_plan_shorthand(const char *s, struct conf_plan *plan, char *err, size
         return -1;
     }
     if (conf_parse_duration(slash + 1, &hold_ms) == -1 || hold_ms == 0) {
-        snprintf(err, errlen, "bad hold \"%s\": expected a duration above 0 such as 30s or 5m",
+        snprintf(err, errlen, "bad hold \"%.32s\": expected a duration above 0 such as 30s or 5m",
                  slash + 1);
         return -1;
     }

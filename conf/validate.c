@@ -16,9 +16,8 @@
 #include "conf/xalloc.h"
 
 static const char *const TOP_KEYS[] = {
-    "listen", "workers",  "pools",   "upstream",   "health",        "routing",
-    "rollout", "drain",   "control", "state_file", "state_max_age", "timeouts",
-    "limits",  "log",     "notify",  NULL,
+    "listen",  "workers",    "pools",         "upstream", "health", "routing", "rollout", "drain",
+    "control", "state_file", "state_max_age", "timeouts", "limits", "log",     "notify",  NULL,
 };
 
 int
@@ -29,8 +28,9 @@ conf_check_token(struct walk *w, const struct node *n, const char *s)
                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
     if (s[0] == '\0' || s[strspn(s, tchar)] != '\0') {
-        walk_error(w, n, "\"%s\" is not a valid header or cookie name (letters, digits, -_.!#$%%&'*+^`|~)",
-                   s);
+        walk_error(
+            w, n, "\"%s\" is not a valid header or cookie name (letters, digits, -_.!#$%%&'*+^`|~)",
+            s);
         return -1;
     }
     return 0;
@@ -118,8 +118,7 @@ read_listen(struct walk *w, const struct fields *top, struct conf *c)
         read_listener(w, n->items[i], l);
         for (size_t j = 0; j < i && l->addr.len != 0; j++) {
             if (strcmp(c->listen[j].addr.text, l->addr.text) == 0)
-                walk_error(w, n->items[i], "%s is already listed as listen[%zu]", l->addr.text,
-                           j);
+                walk_error(w, n->items[i], "%s is already listed as listen[%zu]", l->addr.text, j);
         }
         walk_pop(w, imark);
     }
@@ -277,9 +276,9 @@ read_control(struct walk *w, const struct node *n, struct conf_control *ctl)
 static void
 read_timeouts(struct walk *w, const struct node *n, struct conf_timeouts *t)
 {
-    static const char *const keys[] = {"client_header",    "client_body",       "keepalive",
-                                       "upstream_connect", "upstream_response", "tunnel",
-                                       "shutdown",         NULL};
+    static const char *const keys[] = {
+        "client_header",     "client_body", "keepalive", "upstream_connect",
+        "upstream_response", "tunnel",      "shutdown",  NULL};
     struct fields f;
 
     if (walk_map(w, n, keys, "key", &f) == -1)

@@ -34,8 +34,7 @@ walk_push(struct walk *w, const char *key)
 {
     char shown[SHOW_MAX + 4];
     size_t old = w->pathlen;
-    int n = snprintf(w->path + old, sizeof w->path - old, "%s%s", old ? "." : "",
-                     show(key, shown));
+    int n = snprintf(w->path + old, sizeof w->path - old, "%s%s", old ? "." : "", show(key, shown));
 
     if (n > 0)
         w->pathlen = old + (size_t)n < sizeof w->path ? old + (size_t)n : sizeof w->path - 1;
@@ -70,6 +69,19 @@ walk_error(struct walk *w, const struct node *at, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     tree_error(w->err, w->file, at->line, at->col, w->path, "%s", msg);
+}
+
+/* "a, b or c" into buf (cut short if it does not fit). */
+static const char *
+join(const char *const *names, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; names[i]; i++) {
+        if (i > 0)
+            strncat(buf, names[i + 1] ? ", " : " or ", size - strlen(buf) - 1);
+        strncat(buf, names[i], size - strlen(buf) - 1);
+    }
+    return buf;
 }
 
 static const char *
@@ -161,13 +173,8 @@ unknown_key(struct walk *w, const struct node *key, const char *const *keys, con
     if (near != NULL) {
         walk_error(w, key, "unknown %s (did you mean \"%s\"?)", what, near);
     } else if (strcmp(what, "key") != 0) { /* a short list of names: show it */
-        char list[128] = "";
-        for (size_t i = 0; keys[i]; i++) {
-            if (i > 0)
-                strncat(list, keys[i + 1] ? ", " : " or ", sizeof list - strlen(list) - 1);
-            strncat(list, keys[i], sizeof list - strlen(list) - 1);
-        }
-        walk_error(w, key, "unknown %s (expected %s)", what, list);
+        char list[128];
+        walk_error(w, key, "unknown %s (expected %s)", what, join(keys, list, sizeof list));
     } else {
         walk_error(w, key, "unknown %s", what);
     }
@@ -233,8 +240,7 @@ walk_require(struct walk *w, const struct fields *f, const char *key)
 /* The scalar text of key, with the key pushed on the path (*mark to pop), or NULL when the key
  * is absent (nothing pushed) or not a scalar (reported, popped). */
 static const char *
-begin(struct walk *w, const struct fields *f, const char *key, const struct node **n,
-      size_t *mark)
+begin(struct walk *w, const struct fields *f, const char *key, const struct node **n, size_t *mark)
 {
     const char *s;
 
@@ -440,7 +446,7 @@ int
 walk_enum(struct walk *w, const struct fields *f, const char *key, const char *const *names,
           int *out)
 {
-    char list[256] = "";
+    char list[256];
 
     BEGIN(key);
     for (int i = 0; names[i]; i++) {
@@ -449,11 +455,6 @@ walk_enum(struct walk *w, const struct fields *f, const char *key, const char *c
             return end(w, mark, 0);
         }
     }
-    for (int i = 0; names[i]; i++) {
-        if (i > 0)
-            strncat(list, names[i + 1] ? ", " : " or ", sizeof list - strlen(list) - 1);
-        strncat(list, names[i], sizeof list - strlen(list) - 1);
-    }
-    walk_error(w, n, "expected %s, found \"%s\"", list, show(s, shown));
+    walk_error(w, n, "expected %s, found \"%s\"", join(names, list, sizeof list), show(s, shown));
     return end(w, mark, -1);
 }

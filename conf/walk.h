@@ -17,8 +17,8 @@
 #define WALK_FIELDS_MAX 24
 
 struct walk {
-    const char *file;       /* borrowed (lives while the walk does) */
-    struct conf_err *err;   /* borrowed */
+    const char *file;         /* borrowed (lives while the walk does) */
+    struct conf_err *err;     /* borrowed */
     char path[WALK_PATH_MAX]; /* "pools.blue.servers[1].weight" */
     size_t pathlen;
 };
@@ -30,7 +30,7 @@ void walk_pop(struct walk *w, size_t len);
 
 /* Reports "FILE:LINE:COL: PATH: message" at node at, under the current path. */
 __attribute__((format(printf, 3, 4))) void walk_error(struct walk *w, const struct node *at,
-                                                     const char *fmt, ...);
+                                                      const char *fmt, ...);
 
 /* Reports that node n is not of the wanted type and returns -1; 0 when it is. */
 int walk_type(struct walk *w, const struct node *n, enum node_type want);
@@ -40,8 +40,8 @@ const char *walk_scalar(struct walk *w, const struct node *n);
 
 /* A mapping read against the list of the keys it may hold. */
 struct fields {
-    const struct node *map;    /* borrowed */
-    const char *const *keys;   /* borrowed; NULL-terminated */
+    const struct node *map;                  /* borrowed */
+    const char *const *keys;                 /* borrowed; NULL-terminated */
     const struct node *val[WALK_FIELDS_MAX]; /* by key index; NULL when absent */
 };
 
@@ -70,8 +70,7 @@ int walk_u32(struct walk *w, const struct fields *f, const char *key, uint32_t m
              uint32_t *out);
 int walk_duration(struct walk *w, const struct fields *f, const char *key, uint64_t min_ms,
                   uint64_t *out);
-int walk_size(struct walk *w, const struct fields *f, const char *key, uint64_t min,
-              uint64_t *out);
+int walk_size(struct walk *w, const struct fields *f, const char *key, uint64_t min, uint64_t *out);
 int walk_percent(struct walk *w, const struct fields *f, const char *key, uint32_t *bp);
 int walk_ratio(struct walk *w, const struct fields *f, const char *key, double min, double max,
                double *out);

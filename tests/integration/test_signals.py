@@ -169,6 +169,32 @@ class ReloadTest(h.ProxyTestCase):
             self.assertEqual(pool, 'green', 'routing.live change not applied by SIGHUP on an '
                              'open keep-alive connection')
 
+    def test_tunnel_survives_reload_and_stays_on_pool(self):
+        b1 = self.origin('blue', 'b1')
+        g1 = self.origin('green', 'g1')
+        p = self.proxy(self.config([b1], [g1], timeouts={'tunnel': '30s'}))
+        with h.Client(p.port) as c:
+            c.send(h.build_request('GET', '/ws', [('Upgrade', 'websocket'),
+                                                  ('Connection', 'Upgrade')]))
+            r = c.read_head()
+            self.assertStatus(r, 101)
+            self.assertEqual(r.header('X-Origin-Pool'), 'blue')
+            c.send(b'before')
+            self.assertEqual(c.read_exact(6), b'before')
+            p.reload(self.config([b1], [g1], routing={'live': 'green'},
+                                 timeouts={'tunnel': '30s'}))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if h.one_request(p.port).header('X-Origin-Pool') == 'green':
+                    break
+                time.sleep(0.05)
+            else:
+                self.fail('reload to live: green not applied')
+            c.send(b'after-reload')
+            self.assertEqual(c.read_exact(12), b'after-reload', 'tunnel broken by the reload')
+        st = b1.stats()
+        self.assertGreaterEqual(st['connections_accepted'], 2)
+
     def test_reload_removes_server_inflight_completes(self):
         b1 = self.origin('blue', 'b1')
         b2 = self.origin('blue', 'b2')
@@ -259,6 +285,32 @@ class TermTest(h.ProxyTestCase):
         # the idle keep-alive connection was closed, not left dangling
         self.assertTrue(idle.wait_closed(1.0), 'idle keep-alive connection not closed at exit')
         idle.close()
+
+    def test_sigterm_next_request_on_idle_connection_not_cut(self):
+        # "idle keep-alive connections are closed only after a short grace": a client that
+        # sends its next request right after SIGTERM gets an answer, not a reset
+        p = self.setup_basic(timeouts={'shutdown': '5s'})
+        p.expected_exit = True
+        idle = h.Client(p.port, timeout=6)
+        self.assertStatus(idle.request('GET', '/'), 200)
+        holder = h.Client(p.port, timeout=6)        # keeps the daemon busy for a while
+        holder.send(h.build_request('GET', '/?delay=1500'))
+        time.sleep(0.2)
+        p.signal(signal.SIGTERM)
+        time.sleep(0.02)
+        try:
+            r = idle.request('GET', '/?next=1')
+        except (h.ProtocolError, OSError) as e:
+            self.fail('request sent 20ms after SIGTERM on an idle keep-alive connection was cut '
+                      'off: %r' % e)
+        finally:
+            idle.close()
+        self.assertStatus(r, 200)
+        self.assertTrue(r.wants_close(), 'response during shutdown lacks Connection: close:\n'
+                        + r.summary())
+        self.assertStatus(holder.read_response(), 200)
+        holder.close()
+        self.assertEqual(p.proc.wait(timeout=8), 0)
 
     def test_sigterm_idle_exits_quickly(self):
         p = self.setup_basic()
