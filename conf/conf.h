@@ -284,6 +284,9 @@ int conf_parse_percent(const char *s, uint32_t *bp);
 /* "host:port", "[v6]:port", "*:port" (all IPv4), numeric hosts and "localhost" only. */
 int conf_parse_addr(const char *s, struct conf_addr *out);
 
+/* The port of an address (host order). */
+unsigned conf_addr_port(const struct conf_addr *a);
+
 /* "10.0.0.0/8", "::1/128", or a bare address (full prefix). */
 int conf_parse_cidr(const char *s, struct conf_cidr *out);
 

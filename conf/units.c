@@ -442,3 +442,13 @@ conf_pool_name(enum pool_id id)
     }
     return "?";
 }
+
+unsigned
+conf_addr_port(const struct conf_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+    if (a->ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+    return 0;
+}

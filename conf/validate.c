@@ -116,7 +116,9 @@ read_listen(struct walk *w, const struct fields *top, struct conf *c)
         struct conf_listen *l = &c->listen[c->nlisten++];
         size_t imark = walk_push_index(w, i);
         read_listener(w, n->items[i], l);
-        for (size_t j = 0; j < i && l->addr.len != 0; j++) {
+        /* Port 0 asks the kernel for a free port per listener, so those never clash. */
+        bool any_port = l->addr.len != 0 && conf_addr_port(&l->addr) == 0;
+        for (size_t j = 0; j < i && l->addr.len != 0 && !any_port; j++) {
             if (strcmp(c->listen[j].addr.text, l->addr.text) == 0)
                 walk_error(w, n->items[i], "%s is already listed as listen[%zu]", l->addr.text, j);
         }

@@ -12,18 +12,19 @@
  * (caller owns; conf_destroy) or NULL when any error was added to err. Any thread. */
 struct conf *conf_from_tree(const char *file, const struct node *root, struct conf_err *err);
 
-/* pools.c: reads pools: (may be NULL: reported missing) with the top-level health: and
- * upstream: (each may be NULL) as every pool's defaults, into c->pools. */
+/* pools.c: reads pools: (reported when missing) from the top-level fields, with the top-level
+ * health: and upstream: (both optional) as every pool's defaults, into c->pools. */
 void conf_read_pools(struct walk *w, const struct fields *top, struct conf *c);
 
-/* rollout.c: routing: and rollout: (n may be NULL: defaults stay). */
+/* rollout.c: the routing: and rollout: mappings n, read over the defaults in r. */
 void conf_read_routing(struct walk *w, const struct node *n, struct conf_routing *r);
 void conf_read_rollout(struct walk *w, const struct node *n, struct conf_rollout *r);
 
 /* Shared by the sections: a listener's tls: mapping (listen[i].tls and control.tls). */
 void conf_read_listen_tls(struct walk *w, const struct node *n, struct conf_listen_tls *t);
 
-/* Whether s is a non-empty HTTP token (header and cookie names). */
+/* Checks that s (the text of n) is a non-empty HTTP token, as header and cookie names must be:
+ * 0, or -1 after reporting at n. */
 int conf_check_token(struct walk *w, const struct node *n, const char *s);
 
 #endif

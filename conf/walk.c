@@ -2,6 +2,7 @@
  * against their known keys, and typed readers built on conf/units.c. */
 #include "conf/walk.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -187,6 +188,8 @@ walk_map(struct walk *w, const struct node *n, const char *const *keys, const ch
 {
     const struct node *first[WALK_FIELDS_MAX] = {0};
 
+    for (size_t k = 0; keys[k]; k++)
+        assert(k < WALK_FIELDS_MAX); /* a schema list longer than struct fields holds */
     memset(f, 0, sizeof *f);
     f->map = n;
     f->keys = keys;
@@ -238,16 +241,22 @@ walk_require(struct walk *w, const struct fields *f, const char *key)
 }
 
 /* The scalar text of key, with the key pushed on the path (*mark to pop), or NULL when the key
- * is absent (nothing pushed) or not a scalar (reported, popped). */
+ * is absent (nothing pushed), not a scalar, or null where null is not allowed (reported,
+ * popped). */
 static const char *
-begin(struct walk *w, const struct fields *f, const char *key, const struct node **n, size_t *mark)
+begin(struct walk *w, const struct fields *f, const char *key, bool allow_null,
+      const struct node **n, size_t *mark)
 {
     const char *s;
 
     if ((*n = walk_get(f, key)) == NULL)
         return NULL;
     *mark = walk_push(w, key);
-    if ((s = walk_scalar(w, *n)) == NULL)
+    if ((s = walk_scalar(w, *n)) != NULL && (*n)->is_null && !allow_null) {
+        walk_error(w, *n, "needs a value");
+        s = NULL;
+    }
+    if (s == NULL)
         walk_pop(w, *mark);
     return s;
 }
@@ -260,11 +269,11 @@ end(struct walk *w, size_t mark, int rc)
     return rc;
 }
 
-#define BEGIN(key)                                                                                 \
+#define BEGIN(key, allow_null)                                                                     \
     const struct node *n;                                                                          \
     size_t mark;                                                                                   \
     char shown[SHOW_MAX + 4];                                                                      \
-    const char *s = begin(w, f, (key), &n, &mark);                                                 \
+    const char *s = begin(w, f, (key), (allow_null), &n, &mark);                                   \
     if (s == NULL)                                                                                 \
         return n == NULL ? 0 : -1;                                                                 \
     (void)shown
@@ -272,7 +281,7 @@ end(struct walk *w, size_t mark, int rc)
 int
 walk_str(struct walk *w, const struct fields *f, const char *key, unsigned flags, char **out)
 {
-    BEGIN(key);
+    BEGIN(key, true);
     if (n->is_null || s[0] == '\0') {
         if (!(flags & STR_NULLABLE)) {
             walk_error(w, n, "must not be empty");
@@ -289,7 +298,7 @@ walk_str(struct walk *w, const struct fields *f, const char *key, unsigned flags
 int
 walk_bool(struct walk *w, const struct fields *f, const char *key, bool *out)
 {
-    BEGIN(key);
+    BEGIN(key, false);
     if (conf_parse_bool(s, out) == -1) {
         walk_error(w, n, "expected true or false (or yes/no, on/off), found \"%s\"",
                    show(s, shown));
@@ -304,7 +313,7 @@ walk_u32(struct walk *w, const struct fields *f, const char *key, uint32_t min, 
 {
     uint64_t v;
 
-    BEGIN(key);
+    BEGIN(key, false);
     if (s[strspn(s, "0123456789")] != '\0' || s[0] == '\0') {
         walk_error(w, n, "expected a whole number, found \"%s\"", show(s, shown));
         return end(w, mark, -1);
@@ -327,7 +336,7 @@ walk_duration(struct walk *w, const struct fields *f, const char *key, uint64_t 
 {
     uint64_t v;
 
-    BEGIN(key);
+    BEGIN(key, false);
     if (conf_parse_duration(s, &v) == -1) {
         if (s[0] != '\0' && s[strspn(s, "0123456789")] == '\0')
             walk_error(w, n, "\"%s\" needs a unit: ms, s, m, h or d (like 2s)", show(s, shown));
@@ -352,7 +361,7 @@ walk_size(struct walk *w, const struct fields *f, const char *key, uint64_t min,
 {
     uint64_t v;
 
-    BEGIN(key);
+    BEGIN(key, false);
     if (conf_parse_size(s, &v) == -1) {
         walk_error(w, n, "expected a size in bytes such as 512, 32k, 1m or 1g, found \"%s\"",
                    show(s, shown));
@@ -372,7 +381,7 @@ walk_size(struct walk *w, const struct fields *f, const char *key, uint64_t min,
 int
 walk_percent(struct walk *w, const struct fields *f, const char *key, uint32_t *bp)
 {
-    BEGIN(key);
+    BEGIN(key, false);
     if (conf_parse_percent(s, bp) == -1) {
         walk_error(w, n,
                    "expected a percentage from 0 to 100 with at most two decimals "
@@ -389,7 +398,7 @@ walk_ratio(struct walk *w, const struct fields *f, const char *key, double min, 
 {
     double v;
 
-    BEGIN(key);
+    BEGIN(key, false);
     if (conf_parse_ratio(s, &v) == -1) {
         walk_error(w, n, "expected a number such as 0.5 or 1, found \"%s\"", show(s, shown));
         return end(w, mark, -1);
@@ -411,6 +420,10 @@ walk_addr_node(struct walk *w, const struct node *n, bool port0, struct conf_add
 
     if (s == NULL)
         return -1;
+    if (n->is_null) {
+        walk_error(w, n, "needs a value");
+        return -1;
+    }
     if (conf_parse_addr(s, &a) == -1) {
         walk_error(w, n,
                    "bad address \"%s\": expected IPv4:PORT, [IPv6]:PORT, *:PORT or "
@@ -448,7 +461,7 @@ walk_enum(struct walk *w, const struct fields *f, const char *key, const char *c
 {
     char list[256];
 
-    BEGIN(key);
+    BEGIN(key, false);
     for (int i = 0; names[i]; i++) {
         if (strcmp(s, names[i]) == 0) {
             *out = i;

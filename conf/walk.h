@@ -62,7 +62,7 @@ int walk_require(struct walk *w, const struct fields *f, const char *key);
  * validate the value with the key on the path, store it and return 0, or report and return -1.
  * Numbers must lie in [min, max]. */
 enum {
-    STR_NULLABLE = 1, /* null stores NULL (the key's "none") */
+    STR_NULLABLE = 1, /* null or "" stores NULL (the key's "none"); else they are an error */
 };
 int walk_str(struct walk *w, const struct fields *f, const char *key, unsigned flags, char **out);
 int walk_bool(struct walk *w, const struct fields *f, const char *key, bool *out);

@@ -18,6 +18,7 @@
 #include "conf/xalloc.h"
 #include "proxy/clock.h"
 #include "proxy/log.h"
+#include "proxy/sock.h"
 #include "proxy/upstream.h"
 
 #define CLIENT_MAX_SINGLE_READ (64 * 1024)
@@ -255,6 +256,11 @@ client_feed(struct client *c)
         size_t used = 0;
         enum reqframe_result r = reqframe_execute(&c->rf, v.iov_base, v.iov_len, &used);
         evbuffer_drain(in, used);
+        /* What the pass produced for the upstream goes out now, in order. */
+        if (c->up)
+            sock_write_staged(c->up->bev, c->w->qstage, c->up->connected);
+        else
+            evbuffer_drain(c->w->qstage, evbuffer_get_length(c->w->qstage));
         if (r == REQFRAME_ERROR) {
             c->in_feed = false;
             log_debug("%s: request rejected with %d: %s", c->peer_text, c->rf.status,
@@ -395,7 +401,7 @@ static int
 on_body(void *arg, const char *at, size_t len)
 {
     struct client *c = arg;
-    struct evbuffer *out = bufferevent_get_output(c->up->bev);
+    struct evbuffer *out = c->w->qstage;
     if (c->rf.chunked) {
         char line[24];
         int n = snprintf(line, sizeof(line), "%zx\r\n", len);
@@ -413,11 +419,12 @@ on_complete(void *arg)
 {
     struct client *c = arg;
     if (c->rf.chunked && c->up)
-        evbuffer_add(bufferevent_get_output(c->up->bev), "0\r\n\r\n", 5);
+        evbuffer_add(c->w->qstage, "0\r\n\r\n", 5);
     c->req_complete = true;
     c->state = CS_WAIT;
     if (c->rf.has_body)
         bufferevent_set_timeouts(c->bev, NULL, NULL);
+    relay_arm_timeouts(c);
 }
 
 /* --- bufferevent callbacks --- */

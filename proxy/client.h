@@ -101,6 +101,10 @@ void client_drain(struct client *c);
 /* relay.c: attaches c->up and starts relaying the response. */
 void relay_start(struct client *c);
 
+/* relay.c: sets the upstream timeouts for the exchange's phase (call when the request
+ * completes). */
+void relay_arm_timeouts(struct client *c);
+
 /* relay.c: parses buffered upstream bytes as far as back-pressure allows. */
 void relay_feed(struct client *c);
 

@@ -13,6 +13,7 @@
 #include "conf/xalloc.h"
 #include "proxy/clock.h"
 #include "proxy/log.h"
+#include "proxy/sock.h"
 #include "proxy/upstream.h"
 
 static int on_status(llhttp_t *p, const char *at, size_t len);
@@ -48,9 +49,11 @@ exchange_conf(const struct client *c)
 }
 
 /* Attaches a connection to srv: an idle one unless `fresh`, else a new one. The request goes
- * out from `pending` when given (a retry moving what was queued), else from c->req. */
+ * out from `pending` when given (a retry moving what was queued), else from c->req: into the
+ * request stage during a parse pass (`staged`), straight to the connection otherwise. */
 static bool
-attach_server(struct client *c, struct server *srv, struct evbuffer *pending, bool fresh)
+attach_server(struct client *c, struct server *srv, struct evbuffer *pending, bool fresh,
+              bool staged)
 {
     struct upconn *u = fresh ? NULL : upstream_take_idle(c->w, srv);
     c->up_reused = u != NULL;
@@ -69,7 +72,7 @@ attach_server(struct client *c, struct server *srv, struct evbuffer *pending, bo
     if (pending)
         evbuffer_add_buffer(out, pending);
     else
-        evbuffer_add(out, c->req.p, c->req.len);
+        evbuffer_add(staged ? c->w->qstage : out, c->req.p, c->req.len);
     relay_start(c);
     return true;
 }
@@ -109,11 +112,24 @@ relay_attach(struct client *c)
     };
     c->req.len = 0;
     http_write_request(&c->req, &c->rf.head, &m);
-    if (!attach_server(c, srv, NULL, false)) {
+    if (!attach_server(c, srv, NULL, false, true)) {
         c->reject = 502;
         return false;
     }
     return true;
+}
+
+void
+relay_arm_timeouts(struct client *c)
+{
+    struct upconn *u = c->up;
+    if (u == NULL || !u->connected)
+        return;
+    /* The response clock starts when the request is complete: a slow upload is the client
+     * body timeout's business. Meanwhile a server that stops taking our bytes is caught by the
+     * write timeout. */
+    struct timeval tv = clock_tv(exchange_conf(c)->timeouts.upstream_response_ms);
+    bufferevent_set_timeouts(u->bev, c->req_complete ? &tv : NULL, &tv);
 }
 
 void
@@ -128,13 +144,13 @@ relay_start(struct client *c)
     bufferevent_setcb(u->bev, on_up_read, on_up_write, on_up_event, c);
     bufferevent_setwatermark(u->bev, EV_WRITE, RELAY_LOW_BYTES, 0);
     if (u->connected) {
-        struct timeval tv = clock_tv(conf->timeouts.upstream_response_ms);
-        bufferevent_set_timeouts(u->bev, &tv, NULL);
+        relay_arm_timeouts(c);
     } else {
         struct timeval tv = clock_tv(conf->timeouts.upstream_connect_ms);
         bufferevent_set_timeouts(u->bev, NULL, &tv);
     }
-    bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+    /* EV_WRITE stays enabled from creation: enabling it again would arm EPOLLOUT for nothing. */
+    bufferevent_enable(u->bev, EV_READ);
 }
 
 /* The response is complete (or cut off cleanly for a close-delimited body). */
@@ -177,6 +193,7 @@ relay_feed(struct client *c)
             used = (pos && pos >= base && pos <= base + v.iov_len) ? (size_t)(pos - base) : 0;
         }
         evbuffer_drain(in, used);
+        sock_write_staged(c->bev, c->w->rstage, true);
         if (err == HPE_OK)
             continue;
         if (err == HPE_PAUSED_UPGRADE && c->resp_status == 101) {
@@ -214,7 +231,7 @@ connect_failed(struct client *c, bool timeout)
     struct server *next = NULL;
     if (c->connect_tries <= retries)
         next = pick(c, failed->pool, failed);
-    if (next && attach_server(c, next, pending, false)) {
+    if (next && attach_server(c, next, pending, false, false)) {
         evbuffer_free(pending);
         if (c->read_paused) {
             c->read_paused = false;
@@ -253,8 +270,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
     struct upconn *u = c->up;
     if (events & BEV_EVENT_CONNECTED) {
         u->connected = true;
-        struct timeval tv = clock_tv(exchange_conf(c)->timeouts.upstream_response_ms);
-        bufferevent_set_timeouts(bev, &tv, NULL);
+        relay_arm_timeouts(c);
         return;
     }
     if (!u->connected) {
@@ -276,6 +292,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
     if (c->resp_started && !c->resp_complete) {
         if (events & BEV_EVENT_EOF) {
             llhttp_finish(&u->parser);
+            sock_write_staged(c->bev, c->w->rstage, true);
             if (c->resp_complete) {
                 c->up_reusable = false;
                 response_done(c);
@@ -293,7 +310,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
         c->inflight = false;
         c->retried = true;
         c->connect_tries = 0;
-        if (attach_server(c, srv, NULL, true))
+        if (attach_server(c, srv, NULL, true, false))
             return;
     }
     log_info("upstream %s/%s closed before a complete response, request id %s",
@@ -338,7 +355,7 @@ on_headers_complete(llhttp_t *p)
         if (!c->rf.http10) {
             struct http_response_out m = {.status = status, .body = HTTP_BODY_NONE};
             http_write_response(b, &c->rhead, &m);
-            evbuffer_add(bufferevent_get_output(c->bev), b->p, b->len);
+            evbuffer_add(c->w->rstage, b->p, b->len);
         }
         http_head_clear(&c->rhead);
         return 1;
@@ -353,7 +370,7 @@ on_headers_complete(llhttp_t *p)
         struct http_response_out m = {
             .status = 101, .body = HTTP_BODY_NONE, .conn = HTTP_CONN_UPGRADE};
         http_write_response(b, &c->rhead, &m);
-        evbuffer_add(bufferevent_get_output(c->bev), b->p, b->len);
+        evbuffer_add(c->w->rstage, b->p, b->len);
         return 2; /* the rest is another protocol */
     }
     c->resp_status = status;
@@ -385,7 +402,7 @@ on_headers_complete(llhttp_t *p)
         .set_cookie = c->cookie[0] ? c->cookie : NULL,
     };
     http_write_response(b, &c->rhead, &m);
-    evbuffer_add(bufferevent_get_output(c->bev), b->p, b->len);
+    evbuffer_add(c->w->rstage, b->p, b->len);
     c->resp_started = true;
     return nobody ? 1 : 0;
 }
@@ -394,7 +411,7 @@ static int
 on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct client *c = p->data;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->w->rstage;
     if (c->out_body == HTTP_BODY_CHUNKED) {
         char line[24];
         int n = snprintf(line, sizeof(line), "%zx\r\n", len);
@@ -418,7 +435,7 @@ on_message_complete(llhttp_t *p)
     if (c->resp_status == 101)
         return 0; /* llhttp pauses for the upgrade next */
     if (c->out_body == HTTP_BODY_CHUNKED)
-        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        evbuffer_add(c->w->rstage, "0\r\n\r\n", 5);
     c->up_reusable = llhttp_should_keep_alive(p) != 0;
     c->resp_complete = true;
     return HPE_PAUSED;

@@ -8,6 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
 #define LISTEN_BACKLOG 4096
 
 int
@@ -59,4 +62,16 @@ sock_port(int fd)
     if (ss.ss_family == AF_INET6)
         return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return 0;
+}
+
+void
+sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, bool direct)
+{
+    if (evbuffer_get_length(staged) == 0)
+        return;
+    struct evbuffer *out = bufferevent_get_output(bev);
+    if (direct && evbuffer_get_length(out) == 0)
+        evbuffer_write(staged, bufferevent_getfd(bev)); /* -1 (EAGAIN, error): all stays */
+    if (evbuffer_get_length(staged) > 0)
+        evbuffer_add_buffer(out, staged);
 }

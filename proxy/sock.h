@@ -2,6 +2,7 @@
 #ifndef PROXY_SOCK_H
 #define PROXY_SOCK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "conf/conf.h"
@@ -11,6 +12,14 @@
  * addr (used to give every worker the port the kernel picked for port 0). Returns the fd, or -1
  * with a message in err. */
 int sock_listen(const struct conf_addr *addr, unsigned port, char *err, size_t errlen);
+
+struct bufferevent;
+struct evbuffer;
+
+/* Sends what was staged during one parse pass: written straight to the socket when `direct`
+ * and nothing is queued ahead of it (a speculative write: no EPOLLOUT arm and disarm), the rest
+ * queued on the bufferevent. Leaves staged empty. */
+void sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, bool direct);
 
 /* The local port of a bound socket, or 0. */
 unsigned sock_port(int fd);

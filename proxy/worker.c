@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -238,6 +239,8 @@ worker_create(int id, int nworkers, const struct routing *routing, struct snapsh
     w->base = event_base_new();
     if (w->base == NULL)
         goto fail;
+    w->qstage = evbuffer_new();
+    w->rstage = evbuffer_new();
     w->inbox_ev = event_new(w->base, -1, 0, on_inbox, w);
     w->resume_ev = evtimer_new(w->base, on_resume, w);
     w->listeners = xcalloc(nsocks ? nsocks : 1, sizeof(*w->listeners));
@@ -337,6 +340,10 @@ worker_destroy(struct worker **wp)
     wsnap_destroy(&w->cur);
     snapshot_release(&w->inbox_snap);
     http_buf_finish(&w->scratch);
+    if (w->qstage)
+        evbuffer_free(w->qstage);
+    if (w->rstage)
+        evbuffer_free(w->rstage);
     if (w->base)
         event_base_free(w->base);
     pthread_mutex_destroy(&w->inbox_lock);

@@ -18,6 +18,7 @@
 #include "proxy/snapshot.h"
 
 struct client;
+struct evbuffer;
 
 /* A worker's hold on a snapshot. Requests of this worker count themselves in `users` (a plain
  * counter: only this worker touches it), so the request path takes no atomic reference. */
@@ -58,6 +59,8 @@ struct worker {
     bool draining;
     TAILQ_HEAD(client_list, client) clients;
     struct http_buf scratch; /* owned: response heads are built here */
+    struct evbuffer *qstage; /* owned: request bytes produced in one parse pass */
+    struct evbuffer *rstage; /* owned: response bytes produced in one parse pass */
     struct event *inbox_ev;   /* owned: activated by the main thread */
     struct event *resume_ev;  /* owned: re-enables accept after an accept error */
     struct event *drain_ev;   /* owned: closes idle clients while draining */

@@ -779,7 +779,7 @@ class ProxyTestCase(unittest.TestCase):
         self._wd.cancel()
         died = []
         for p in self._proxies:
-            if p.proc is not None and not p.expected_exit and p.proc.poll() is not None:
+            if p.proc is not None and p.ports and not p.expected_exit and p.proc.poll() is not None:
                 died.append('switchyard exited unexpectedly with rc=%s\nstderr tail:\n%s' % (
                     p.proc.returncode, p.stderr_tail()))
         for p in self._proxies:

@@ -289,6 +289,39 @@ class FramingRejectionTest(h.ProxyTestCase):
         self.assertEqual(self.b1.stats()['requests'] - before, 2,
                          'the request after Connection: close reached the origin')
 
+    # -- rejected with unread data: the answer must survive the close (lingering close) -----
+
+    def rejected_with_flood(self, head, flood, status, what):
+        c = h.Client(self.p.port)
+        with c:
+            c.send(head)
+            try:
+                c.sock.settimeout(2)
+                c.sock.sendall(flood)
+            except OSError:
+                pass          # the proxy stopped reading / closed: fine
+            c.sock.settimeout(5)
+            try:
+                r = c.read_response()
+            except h.ConnClosed as e:
+                self.fail('%s: the %d answer was lost (connection %s before it could be read: '
+                          'close without lingering?)' % (what, status, e))
+            self.assertStatus(r, status, what)
+
+    def test_413_with_body_already_sent(self):
+        self.rejected_with_flood(b'POST /echo HTTP/1.1\r\n' + H + b'Content-Length: 200000\r\n\r\n',
+                                 b'b' * 200000, 413, '413 with a 200 KB body in flight')
+
+    def test_431_with_huge_header_block(self):
+        self.rejected_with_flood(b'GET / HTTP/1.1\r\n' + H,
+                                 b''.join(b'X-Fill-%d: %s\r\n' % (i, b'f' * 900) for i in range(200)),
+                                 431, '431 with 180 KB of headers in flight')
+
+    def test_400_followed_by_more_data(self):
+        self.rejected_with_flood(b'POST /echo HTTP/1.1\r\n' + H +
+                                 b'Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n',
+                                 b'z' * 150000, 400, '400 (CL+TE) with 150 KB more in flight')
+
     # -- version --------------------------------------------------------------------------
 
     def test_http2_version_505(self):

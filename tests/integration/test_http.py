@@ -64,6 +64,36 @@ class KeepAliveTest(h.ProxyTestCase):
                          '%d upstream connections (want 1)' % new_conns)
 
 
+class ConcurrencyTest(h.ProxyTestCase):
+
+    def test_many_concurrent_keepalive_connections(self):
+        p = self.setup_basic()
+        errors = []
+        done = [0]
+        lock = __import__('threading').Lock()
+
+        def work(k):
+            try:
+                with h.Client(p.port, timeout=10) as c:
+                    for i in range(5):
+                        r = c.request('GET', '/echo?k=%d&i=%d' % (k, i))
+                        if r.status != 200 or r.json()['target'] != '/echo?k=%d&i=%d' % (k, i):
+                            errors.append((k, i, r.summary(100)))
+                            return
+                with lock:
+                    done[0] += 1
+            except Exception as e:
+                errors.append((k, repr(e)))
+        import threading
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(100)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(done[0], 100)
+
+
 class Http10Test(h.ProxyTestCase):
 
     def test_http10_no_keepalive(self):
@@ -128,6 +158,45 @@ class Http10Test(h.ProxyTestCase):
         self.assertEqual(j['body_fnv1a'], h.fnv1a64(body))
 
 
+class MethodsTest(h.ProxyTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.p = self.setup_basic()
+
+    def test_methods_forwarded(self):
+        with h.Client(self.p.port) as c:
+            for m in ('PUT', 'DELETE', 'PATCH', 'OPTIONS', 'PURGE'):
+                body = b'body-of-' + m.encode()
+                r = c.request(m, '/echo', body=body)
+                self.assertStatus(r, 200, m)
+                self.assertEqual(r.json()['method'], m)
+                self.assertEqual(r.json()['body_bytes'], len(body))
+
+    def test_get_with_body(self):
+        with h.Client(self.p.port) as c:
+            r = c.request('GET', '/echo', body=b'0123')
+            self.assertStatus(r, 200)
+            self.assertEqual(r.json()['body_bytes'], 4)
+            self.assertStatus(c.request('GET', '/'), 200)
+
+    def test_absolute_form_target(self):
+        # RFC 9112 3.2.2: a server MUST accept the absolute-form
+        with h.Client(self.p.port) as c:
+            r = c.request('GET', 'http://test.local/echo?abs=1')
+            self.assertStatus(r, 200, 'absolute-form request target')
+            self.assertIn(r.json()['target'], ('/echo?abs=1', 'http://test.local/echo?abs=1'))
+
+    def test_http10_expect_gets_no_interim(self):
+        # a server MUST NOT send 1xx to an HTTP/1.0 client (RFC 9110 15.2)
+        with h.Client(self.p.port) as c:
+            c.send(b'POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello')
+            r = c.read_response(stop_at_1xx=True)
+            self.assertNotEqual(r.status, 100, '100 Continue sent to an HTTP/1.0 client')
+            self.assertStatus(r, 200)
+            self.assertEqual(r.json()['body_bytes'], 5)
+
+
 class PipelineTest(h.ProxyTestCase):
 
     def test_pipelining_in_order(self):
@@ -143,6 +212,34 @@ class PipelineTest(h.ProxyTestCase):
                 targets.append(r.json()['target'])
         self.assertEqual(targets, ['/echo?delay=400&n=1', '/echo?n=2', '/echo?n=3'],
                          'pipelined responses out of order')
+
+    def test_pipelining_deep(self):
+        p = self.setup_basic()
+        reqs = b''.join(h.build_request('POST', '/echo?n=%d' % i, body=b'b' * (i * 37))
+                        for i in range(60))
+        with h.Client(p.port, timeout=10) as c:
+            c.send(reqs)
+            for i in range(60):
+                r = c.read_response()
+                self.assertStatus(r, 200, 'pipelined response %d' % i)
+                self.assertEqual(r.json()['target'], '/echo?n=%d' % i)
+                self.assertEqual(r.json()['body_bytes'], i * 37)
+
+    def test_pipelining_behind_big_response(self):
+        # the first response is big and the client does not read for a while: the later
+        # requests must wait (back-pressure), then all arrive in order
+        p = self.setup_basic()
+        n = 8 << 20
+        with h.Client(p.port, timeout=10) as c:
+            c.send(h.build_request('GET', '/bytes/%d' % n) +
+                   h.build_request('GET', '/echo?n=2') + h.build_request('GET', '/bytes/7'))
+            time.sleep(1.0)
+            r = c.read_response()
+            self.assertEqual(len(r.body), n)
+            self.assertTrue(r.body == h.pattern(n), 'big pipelined body corrupted')
+            r = c.read_response()
+            self.assertEqual(r.json()['target'], '/echo?n=2')
+            self.assertEqual(c.read_response().body, b'abcdefg')
 
     def test_pipelining_with_bodies_and_head(self):
         p = self.setup_basic()

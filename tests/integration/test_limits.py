@@ -191,6 +191,70 @@ class KeepAliveTimeoutTest(h.ProxyTestCase):
             self.assertStatus(c.request('GET', '/'), 200, 'default keepalive (60s) closed early')
 
 
+class TimerConfusionTest(h.ProxyTestCase):
+    """Each timeout applies only to its own phase: a slow origin or a long streaming exchange is
+    not cut by the client-side timers, and an upstream that is paused by back-pressure is not
+    'idle'."""
+
+    def setUp(self):
+        super().setUp()
+        self.p = self.setup_basic(timeouts={'client_header': '1s', 'client_body': '1s',
+                                            'keepalive': '1s', 'upstream_response': '1s',
+                                            'tunnel': '1s'})
+
+    def test_slow_response_not_cut_by_client_timers(self):
+        # upstream_response is 1s here, so keep the origin's delay under it but the whole
+        # exchange over the client timers
+        with h.Client(self.p.port, timeout=6) as c:
+            r = c.request('POST', '/echo?delay=800', body=b'x' * 100)
+            self.assertStatus(r, 200)
+            time.sleep(0.5)
+            r = c.request('GET', '/?delay=800')
+            self.assertStatus(r, 200, 'second slow request on the same connection')
+
+    def test_slow_reader_download_longer_than_upstream_response(self):
+        n = 24 << 20
+        with h.Client(self.p.port, timeout=6) as c:
+            c.send(h.build_request('GET', '/bytes/%d' % n))
+            r = c.read_head()
+            self.assertStatus(r, 200)
+            got = len(c.buf)
+            c.buf.clear()
+            t0 = time.monotonic()
+            while got < n:
+                slow = time.monotonic() - t0 < 2.5
+                d = c.sock.recv(65536 if slow else 1 << 20)
+                if not d:
+                    break
+                got += len(d)
+                if slow:
+                    time.sleep(0.05)          # ~1.3 MB/s for 2.5s: the proxy must pause upstream
+            self.assertEqual(got, n, 'download cut after %d bytes (%.1fs): an upstream paused by '
+                             'back-pressure is not an idle one' % (got, time.monotonic() - t0))
+
+    def test_slow_upload_longer_than_upstream_response(self):
+        # the body trickles for ~3s (never idle 1s): upstream_response (1s) must count from the
+        # end of the request, not from when its head was forwarded
+        with h.Client(self.p.port, timeout=8) as c:
+            c.send(h.build_request('POST', '/echo', [('Content-Length', '10')]))
+            for i in range(10):
+                time.sleep(0.3)
+                c.send(b'%d' % i)
+            r = c.read_response()
+            self.assertStatus(r, 200, 'slow upload cut by upstream_response')
+            self.assertEqual(r.json()['body_bytes'], 10)
+
+    def test_tunnel_with_steady_traffic_not_cut(self):
+        with h.Client(self.p.port, timeout=5) as c:
+            c.send(h.build_request('GET', '/ws', [('Upgrade', 'websocket'),
+                                                  ('Connection', 'Upgrade')]))
+            self.assertStatus(c.read_head(), 101)
+            for i in range(8):
+                c.send(b'%d' % i)
+                self.assertEqual(c.read_exact(1), b'%d' % i, 'tunnel cut at %d (%.1fs)' % (i, i * 0.3))
+                time.sleep(0.3)
+
+
 class BodyTimeoutTest(h.ProxyTestCase):
 
     def setUp(self):

@@ -225,6 +225,35 @@ class StickyIpTest(h.ProxyTestCase):
             self.assertEqual(pools_for(p.port, 1, source=src), [assign[src]])
 
 
+class PreviewListenerTest(h.ProxyTestCase):
+
+    def test_listener_route_to(self):
+        b = self.origin('blue', 'b1')
+        g = self.origin('green', 'g1')
+        ports = [h.free_port() for _ in range(4)]
+        listen = [{'address': '127.0.0.1:%d' % ports[0]},
+                  {'address': '127.0.0.1:%d' % ports[1], 'route_to': 'standby'},
+                  {'address': '127.0.0.1:%d' % ports[2], 'route_to': 'blue'},
+                  {'address': '127.0.0.1:%d' % ports[3], 'route_to': 'green'}]
+        p = self.proxy(self.config([b], [g], listen=listen,
+                                   routing={'live': 'green', 'standby_percent': 50}))
+        self.assertEqual(p.ports, ports, 'listening lines not one per listener in config order')
+        self.assertEqual(set(pools_for(p.ports[1], 30)), {'blue'}, 'route_to: standby')
+        self.assertEqual(set(pools_for(p.ports[2], 30)), {'blue'}, 'route_to: blue')
+        self.assertEqual(set(pools_for(p.ports[3], 30)), {'green'}, 'route_to: green')
+        self.assertEqual(set(pools_for(p.ports[0], 200)), {'blue', 'green'}, 'normal listener')
+
+    def test_several_port0_listeners(self):
+        # port 0 means "any free port": two such listeners are distinct, not duplicates
+        b = self.origin('blue', 'b1')
+        g = self.origin('green', 'g1')
+        listen = [{'address': '127.0.0.1:0'}, {'address': '127.0.0.1:0', 'route_to': 'green'}]
+        p = self.proxy(self.config([b], [g], listen=listen))
+        self.assertEqual(len(p.ports), 2)
+        self.assertEqual(set(pools_for(p.ports[0], 10)), {'blue'})
+        self.assertEqual(set(pools_for(p.ports[1], 10)), {'green'})
+
+
 class BalanceTest(h.ProxyTestCase):
 
     def three_blue(self, balance, weights=(1, 1, 1), workers=1):

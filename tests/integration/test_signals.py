@@ -195,6 +195,37 @@ class ReloadTest(h.ProxyTestCase):
         st = b1.stats()
         self.assertGreaterEqual(st['connections_accepted'], 2)
 
+    def test_reload_limits_apply_to_open_connection(self):
+        b1 = self.origin('blue', 'b1')
+        g1 = self.origin('green', 'g1')
+        p = self.proxy(self.config([b1], [g1]))
+        with h.Client(p.port) as c:
+            self.assertStatus(c.request('POST', '/echo', body=b'x' * 2000), 200)
+            p.reload(self.config([b1], [g1], limits={'max_body_bytes': '1k'}))
+            deadline = time.monotonic() + 5
+            st = None
+            while time.monotonic() < deadline:
+                r = c.request('POST', '/echo', body=b'x' * 2000)
+                st = r.status
+                if st == 413:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(st, 413, 'reloaded max_body_bytes not applied to the next request '
+                             'on an open connection')
+
+    def test_reload_with_missing_file_keeps_old(self):
+        b1 = self.origin('blue', 'b1')
+        g1 = self.origin('green', 'g1')
+        p = self.proxy(self.config([b1], [g1]))
+        mark = p.err.count()
+        os.unlink(p.path)
+        p.signal(signal.SIGHUP)
+        i, m = p.err.wait_for(re.escape(os.path.basename(p.path)), 5.0, mark)
+        self.assertIsNotNone(m, 'no error naming the config file after SIGHUP with the file '
+                             'missing; stderr:\n%s' % p.err.text(mark))
+        self.assertTrue(p.alive())
+        self.assertStatus(h.one_request(p.port), 200)
+
     def test_reload_removes_server_inflight_completes(self):
         b1 = self.origin('blue', 'b1')
         b2 = self.origin('blue', 'b2')

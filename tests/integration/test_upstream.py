@@ -148,6 +148,44 @@ class TunnelTest(h.ProxyTestCase):
             self.assertClosed(c, 4.0, 'idle tunnel with timeouts.tunnel 1s')
             self.assertGreater(time.monotonic() - t0, 0.7, 'tunnel closed before its idle timeout')
 
+    def test_tunnel_data_sent_with_upgrade_request(self):
+        # bytes that follow the upgrade request in the same write belong to the tunnel
+        p = self.setup_basic()
+        with h.Client(p.port) as c:
+            c.send(h.build_request('GET', '/ws', [('Upgrade', 'websocket'),
+                                                  ('Connection', 'Upgrade')]) + b'early-bytes')
+            r = c.read_head()
+            self.assertStatus(r, 101)
+            self.assertEqual(c.read_exact(11), b'early-bytes', 'bytes sent right after the '
+                             'upgrade request were not tunnelled')
+
+    def test_upgrade_refused_by_origin_stays_http(self):
+        # the origin answers an upgrade request to /echo with a plain 200: no tunnel, the
+        # connection goes on as HTTP
+        p = self.setup_basic()
+        with h.Client(p.port) as c:
+            r = c.request('GET', '/echo', [('Upgrade', 'websocket'), ('Connection', 'Upgrade')])
+            self.assertStatus(r, 200)
+            names = [k.lower() for k, _ in r.json()['headers']]
+            self.assertIn('upgrade', names, 'Upgrade must be forwarded on an upgrade request')
+            r2 = c.request('GET', '/echo?after')
+            self.assertStatus(r2, 200, 'request after a refused upgrade')
+            self.assertEqual(r2.json()['target'], '/echo?after')
+
+    def test_tunnel_counts_as_connection_not_pool_idle(self):
+        # after the tunnel closes, its upstream connection is not put back in the idle pool
+        p = self.setup_basic(workers=1)
+        c, r = self.open_ws(p.port)
+        self.assertStatus(r, 101)
+        c.send(b'abc')
+        self.assertEqual(c.read_exact(3), b'abc')
+        c.close()
+        time.sleep(0.3)
+        for i in range(5):
+            r = h.one_request(p.port, 'GET', '/echo?i=%d' % i)
+            self.assertStatus(r, 200, 'request %d after a closed tunnel' % i)
+            self.assertEqual(r.json()['target'], '/echo?i=%d' % i)
+
     def test_upgrade_without_connection_upgrade_is_plain_request(self):
         p = self.setup_basic()
         with h.Client(p.port) as c:
@@ -216,6 +254,67 @@ class UpstreamPoolTest(h.ProxyTestCase):
             t.join(10)
         self.assertEqual(res, [200] * 8)
         self.assertLess(time.monotonic() - t0, 2.5, '8 concurrent 500ms requests serialized?')
+
+
+class ClientAbortTest(h.ProxyTestCase):
+    """A client that goes away mid-exchange must not leave a half-used upstream connection in
+    the idle pool: the next requests get their own, correct answers."""
+
+    def setUp(self):
+        super().setUp()
+        self.p = self.setup_basic(workers=1)
+
+    def check_clean(self, what):
+        for i in range(6):
+            r = h.one_request(self.p.port, 'GET', '/echo?check=%d' % i)
+            self.assertStatus(r, 200, '%s: request %d' % (what, i))
+            self.assertEqual(r.json()['target'], '/echo?check=%d' % i, '%s: wrong response '
+                             '(desynchronized upstream connection?)' % what)
+            self.assertEqual(r.json()['body_bytes'], 0)
+        self.assertTrue(self.p.alive())
+
+    def test_client_aborts_mid_upload(self):
+        c = h.Client(self.p.port)
+        c.send(h.build_request('POST', '/echo', [('Content-Length', str(10 << 20))]))
+        c.send(b'x' * (1 << 20))
+        time.sleep(0.2)
+        c.close()
+        time.sleep(0.3)
+        self.check_clean('after a client aborted its upload')
+
+    def test_client_aborts_waiting_for_response(self):
+        for i in range(3):
+            c = h.Client(self.p.port)
+            c.send(h.build_request('GET', '/echo?slow=%d&delay=400' % i))
+            time.sleep(0.1)
+            c.close()
+        time.sleep(0.6)
+        self.check_clean('after clients left before their responses')
+
+    def test_client_aborts_mid_download(self):
+        c = h.Client(self.p.port)
+        c.send(h.build_request('GET', '/bytes/%d' % (64 << 20)))
+        c.read_head()
+        c.sock.recv(65536)
+        c.close()
+        time.sleep(0.3)
+        self.check_clean('after a client aborted a download')
+
+    def test_client_half_close_after_request(self):
+        # shutdown(SHUT_WR) after a complete request: answering (HAProxy) and aborting (nginx)
+        # are both seen in the wild; either way no hang and no damage to later requests
+        with h.Client(self.p.port, timeout=4) as c:
+            c.send(h.build_request('GET', '/echo?half&delay=200'))
+            c.sock.shutdown(socket.SHUT_WR)
+            try:
+                r = c.read_response()
+                self.assertStatus(r, 200)
+            except h.ConnClosed:
+                pass
+            except socket.timeout:
+                self.fail('connection neither answered nor closed 4s after a client half-close')
+        time.sleep(0.4)
+        self.check_clean('after a client half-close')
 
 
 class RetryTest(h.ProxyTestCase):

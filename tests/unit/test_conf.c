@@ -445,6 +445,8 @@ test_errors_keys_and_types(void)
     bad("health: {rise: two}\n" BASE, "two", "health.rise: expected a whole number, found \"two\"");
     bad("health: {fall: 2.5}\n" BASE, "2.5", "health.fall: expected a whole number");
     bad("health: {rise: -1}\n" BASE, "-1", "health.rise: expected a whole number");
+    bad("health:\n  rise:\n" BASE, NULL, "test.yaml:2:8: health.rise: needs a value");
+    bad("health:\n" BASE, NULL, "test.yaml:1:8: health: expected a mapping, found null");
     bad("routing: {failover: maybe}\n" BASE, "maybe",
         "routing.failover: expected true or false (or yes/no, on/off), found \"maybe\"");
     bad("health: {passive: {eject_on_5xx: 1}}\n" BASE, "1}",
@@ -537,6 +539,8 @@ test_errors_values(void)
         "routing.balance: expected p2c, round_robin or least_conn");
     bad("routing: {live: red}\n" BASE, "red",
         "routing.live: expected blue or green, found \"red\"");
+    bad("routing: {live: \"r\\ne\\td\"}\n" BASE, "\"r",
+        "routing.live: expected blue or green, found \"r?e?d\"");
     bad("routing: {sticky: {by: session}}\n" BASE, "session",
         "routing.sticky.by: expected cookie, ip, none or header:NAME");
     bad("routing: {sticky: {by: 'header:'}}\n" BASE, "'header",
