@@ -322,6 +322,59 @@ class FramingRejectionTest(h.ProxyTestCase):
                                  b'Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n',
                                  b'z' * 150000, 400, '400 (CL+TE) with 150 KB more in flight')
 
+    def test_mutated_requests_never_crash(self):
+        # 300 seeded mutations of valid requests: every answer parses as HTTP (or the connection
+        # closes), nothing hangs past the client_header default, and the proxy stays up
+        import random
+        rnd = random.Random(1234)
+        seeds = [
+            h.build_request('GET', '/echo?a=1', [('X-A', 'b'), ('Cookie', 'sy_bucket=5')]),
+            h.build_request('POST', '/echo', [('Transfer-Encoding', 'chunked')],
+                            h.chunked_body(b'hello world', [3, 4])),
+            h.build_request('POST', '/echo', body=b'0123456789'),
+            h.build_request('GET', '/ws', [('Upgrade', 'websocket'), ('Connection', 'Upgrade')]),
+        ]
+        specials = [b'\r', b'\n', b'\x00', b' ', b':', b'\t', b'\x7f', b'\xff', b',', b'0']
+        bad = []
+        for n in range(300):
+            data = bytearray(rnd.choice(seeds))
+            for _ in range(rnd.randint(1, 4)):
+                op = rnd.randrange(4)
+                i = rnd.randrange(len(data))
+                if op == 0:
+                    data[i] = rnd.randrange(256)
+                elif op == 1:
+                    data[i:i] = rnd.choice(specials)
+                elif op == 2:
+                    del data[i]
+                else:
+                    data = data[:i]
+            c = h.Client(self.p.port, timeout=3)
+            try:
+                c.send(bytes(data))
+                try:
+                    c.sock.shutdown(__import__('socket').SHUT_WR)
+                except OSError:
+                    pass
+                try:
+                    while True:
+                        r = c.read_response()
+                        if r.status == 101:
+                            break
+                except h.ConnClosed:
+                    pass
+                except h.ProtocolError as e:
+                    bad.append((bytes(data), 'unparsable answer: %s' % e))
+                except OSError as e:
+                    if 'timed out' in str(e):
+                        bad.append((bytes(data), 'no answer and no close within 3s'))
+            finally:
+                c.close()
+            if not self.p.alive():
+                self.fail('proxy died on mutation %d: %r' % (n, bytes(data)))
+        self.assertEqual(bad[:5], [], '%d problem(s)' % len(bad))
+        self.assertStatus(h.one_request(self.p.port), 200)
+
     # -- version --------------------------------------------------------------------------
 
     def test_http2_version_505(self):
