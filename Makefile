@@ -17,12 +17,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 .PHONY: deps build test demo bench check-sanitize check-tsan clean
 
-BUILD      ?= build
-ASAN_BUILD ?= build-asan
-TSAN_BUILD ?= build-tsan
-NPROC      ?= 2
-MESON      ?= meson
-NINJA      ?= ninja
+# Plain '=' so that only the command line (not a stray environment variable) moves them.
+BUILD      = build
+ASAN_BUILD = build-asan
+TSAN_BUILD = build-tsan
+NPROC      = 2
+MESON      = meson
+NINJA      = ninja
 
 PACKAGES := build-essential meson ninja-build pkg-config libevent-dev libssl-dev libyaml-dev \
 	libjansson-dev libcurl4-openssl-dev node-llhttp python3 python3-prometheus-client curl wrk \

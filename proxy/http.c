@@ -90,6 +90,8 @@ http_head_finish(struct http_head *h)
 static void
 store(struct http_head *h, const char *at, size_t len)
 {
+    if (len == 0)
+        return;
     if (h->len + len > h->cap) {
         size_t cap = h->cap ? h->cap : 1024;
         while (cap < h->len + len)

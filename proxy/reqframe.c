@@ -11,9 +11,13 @@ static int on_message_begin(llhttp_t *p);
 static int on_url(llhttp_t *p, const char *at, size_t len);
 static int on_header_field(llhttp_t *p, const char *at, size_t len);
 static int on_header_value(llhttp_t *p, const char *at, size_t len);
+static int on_header_field_complete(llhttp_t *p);
+static int on_header_value_complete(llhttp_t *p);
 static int on_headers_complete(llhttp_t *p);
 static int on_body(llhttp_t *p, const char *at, size_t len);
 static int on_message_complete(llhttp_t *p);
+
+static bool raw_limit(const struct reqframe *f, const char *end);
 
 static llhttp_settings_t settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
@@ -26,6 +30,8 @@ settings_init(void)
     settings.on_url = on_url;
     settings.on_header_field = on_header_field;
     settings.on_header_value = on_header_value;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value_complete = on_header_value_complete;
     settings.on_headers_complete = on_headers_complete;
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
@@ -95,6 +101,8 @@ on_message_begin(llhttp_t *p)
 {
     struct reqframe *f = p->data;
     f->in_value = false;
+    f->in_head = true;
+    f->head_bytes = 0;
     f->status = 0;
     f->body_bytes = 0;
     f->http10 = f->head_method = f->upgrade = f->chunked = f->has_body = f->keepalive = false;
@@ -110,6 +118,8 @@ static int
 on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct reqframe *f = p->data;
+    if (f->head.url_len == 0)
+        f->head_bytes = -(int64_t)(at - f->buf_start); /* count the head from its target */
     return head_result(f, http_head_url(&f->head, at, len));
 }
 
@@ -118,24 +128,92 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct reqframe *f = p->data;
     f->in_value = false;
-    return head_result(f, http_head_field(&f->head, at, len));
+    return head_result(f, raw_limit(f, at + len) ? HTTP_HEAD_TOO_BIG
+                                                 : http_head_field(&f->head, at, len));
+}
+
+/* Whether the raw head up to `end` (in the current buffer) is over max_header_bytes: llhttp drops
+ * the blanks before a value without a callback, so the pieces alone undercount. */
+static bool
+raw_limit(const struct reqframe *f, const char *end)
+{
+    return f->head_bytes + (end - f->buf_start) > (int64_t)f->limits.max_header_bytes;
+}
+
+static bool
+blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Whether a value piece starting at `at` begins a continuation line: only blanks between it and
+ * a preceding LF (in this buffer, or at the end of the previous one). */
+static bool
+after_line_break(const struct reqframe *f, const char *at)
+{
+    const char *q = at;
+    while (q > f->buf_start && blank(q[-1]))
+        q--;
+    if (q > f->buf_start)
+        return q[-1] == '\n';
+    return f->tail_fold;
 }
 
 static int
 on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct reqframe *f = p->data;
-    if (f->in_value && !(at == f->buf_start && f->value_at_end))
-        return reject(f, 400); /* obs-fold (RFC 9112 §5.2) */
+    if (len == 0)
+        return 0; /* llhttp reports an empty value as an empty piece, placed after its CRLF */
+    if (raw_limit(f, at + len))
+        return reject(f, 431);
+    /* obs-fold (RFC 9112 §5.2): a second piece of one value that is not a buffer split, or a
+     * first piece that starts a continuation line (after an empty value). */
+    if (f->in_value ? !(at == f->buf_start && f->value_at_end) : after_line_break(f, at))
+        return reject(f, 400);
     f->in_value = true;
+    f->value_piece = true;
     f->value_at_end = at + len == f->buf_end;
     return head_result(f, http_head_value(&f->head, at, len));
+}
+
+static int
+on_header_field_complete(llhttp_t *p)
+{
+    struct reqframe *f = p->data;
+    if (f->head.nfields == 0 || f->head.fields[f->head.nfields - 1].name_len == 0)
+        return reject(f, 400); /* ": value" — an empty field name */
+    return 0;
+}
+
+static int
+on_header_value_complete(llhttp_t *p)
+{
+    struct reqframe *f = p->data;
+    f->in_value = false;
+    return 0;
+}
+
+/* A field value without the optional whitespace around it (llhttp keeps trailing blanks). */
+static bool
+value_is(const struct http_head *h, const struct http_field *fl, const char *s)
+{
+    const char *v = http_field_value(h, fl);
+    size_t n = fl->value_len;
+    while (n > 0 && blank(v[n - 1]))
+        n--;
+    while (n > 0 && blank(*v)) {
+        v++;
+        n--;
+    }
+    return n == strlen(s) && strncasecmp(v, s, n) == 0;
 }
 
 static int
 on_headers_complete(llhttp_t *p)
 {
     struct reqframe *f = p->data;
+    f->in_head = false;
     if (p->http_major != 1 || p->http_minor > 1)
         return reject(f, 505);
     f->http10 = p->http_minor == 0;
@@ -158,8 +236,7 @@ on_headers_complete(llhttp_t *p)
         return reject(f, 413);
     unsigned nexpect = 0;
     const struct http_field *expect = http_head_get(&f->head, "Expect", &nexpect);
-    if (expect && (nexpect > 1 || expect->value_len != 12 ||
-                   strncasecmp(http_field_value(&f->head, expect), "100-continue", 12) != 0))
+    if (expect && (nexpect > 1 || !value_is(&f->head, expect, "100-continue")))
         return reject(f, 417);
     f->head_method = p->method == HTTP_HEAD;
     f->upgrade = p->upgrade != 0;
@@ -204,6 +281,7 @@ reqframe_execute(struct reqframe *f, const char *data, size_t len, size_t *used)
     *used = 0;
     f->buf_start = data;
     f->buf_end = data + len;
+    f->value_piece = false;
     llhttp_errno_t err = llhttp_execute(&f->parser, data, len);
     if (err == HPE_PAUSED_UPGRADE && !f->upgrade_pending) {
         /* An upgrade request that was answered without 101: go on with HTTP. */
@@ -217,6 +295,20 @@ reqframe_execute(struct reqframe *f, const char *data, size_t len, size_t *used)
     }
     if (err == HPE_OK) {
         *used = len;
+        /* llhttp drops blanks before a value without a callback: count raw head bytes too. */
+        if (f->in_head) {
+            f->head_bytes += (int64_t)len;
+            if (f->head_bytes > (int64_t)f->limits.max_header_bytes) {
+                f->status = 431;
+                return REQFRAME_ERROR;
+            }
+        }
+        if (!f->value_piece)
+            f->value_at_end = false; /* bytes passed since the last piece: no longer a split */
+        const char *q = data + len;
+        while (q > data && blank(q[-1]))
+            q--;
+        f->tail_fold = q > data ? q[-1] == '\n' : f->tail_fold;
         return REQFRAME_OK;
     }
     const char *pos = llhttp_get_error_pos(&f->parser);

@@ -55,6 +55,10 @@ struct reqframe {
     const char *buf_end;
     bool in_value;
     bool value_at_end;
+    bool tail_fold;     /* the previous buffer ended with LF and optional blanks */
+    bool value_piece;   /* a value piece was reported from the current buffer */
+    bool in_head;       /* between message begin and head complete */
+    int64_t head_bytes; /* raw head bytes before the current buffer (from the target on) */
     bool upgrade_pending; /* llhttp will report the upgrade pause after a resume */
 };
 

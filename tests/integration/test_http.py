@@ -4,6 +4,7 @@ pipelining, body re-framing in both directions, HEAD / 204 / 304, Expect: 100-co
 import os
 import random
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -70,7 +71,7 @@ class ConcurrencyTest(h.ProxyTestCase):
         p = self.setup_basic()
         errors = []
         done = [0]
-        lock = __import__('threading').Lock()
+        lock = threading.Lock()
 
         def work(k):
             try:
@@ -84,7 +85,6 @@ class ConcurrencyTest(h.ProxyTestCase):
                     done[0] += 1
             except Exception as e:
                 errors.append((k, repr(e)))
-        import threading
         ts = [threading.Thread(target=work, args=(k,)) for k in range(100)]
         for t in ts:
             t.start()

@@ -165,6 +165,14 @@ class StickyCookieTest(h.ProxyTestCase):
         self.assertTrue(0.2 <= low <= 0.4, 'new buckets below 3000: %.2f' % low)
         self.assertGreater(len(set(buckets)), 250, 'buckets not random')
 
+    def test_origin_set_cookie_kept(self):
+        r = h.one_request(self.p.port, 'GET', '/?hdr=Set-Cookie:session%3Dabc')
+        self.assertStatus(r, 200)
+        sc = r.headers_all('Set-Cookie')
+        self.assertIsNotNone(self.bucket_of(r)[0], 'no sticky cookie: %r' % sc)
+        self.assertTrue(any(not v.startswith('sy_bucket=') for v in sc),
+                        "the origin's own Set-Cookie was dropped: %r" % sc)
+
     def test_custom_cookie_name(self):
         b = self.origin('blue', 'b2')
         g = self.origin('green', 'g2')
