@@ -8,7 +8,7 @@
 #include <event2/thread.h>
 
 #include "conf/conf.h"
-#include "proxy/daemon.h"
+#include "control/daemon.h"
 #include "proxy/log.h"
 
 static void

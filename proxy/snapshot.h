@@ -28,6 +28,7 @@ enum admin_state {
 };
 
 struct upconn;
+struct stats_block;
 
 /* One per worker and server; written only by its worker (never by another thread), so the
  * alignment keeps two workers from sharing a cache line. */
@@ -53,6 +54,7 @@ struct server {
     atomic_bool removed;             /* no longer in the published config */
     int nworkers;
     struct server_wslot *w; /* owned: nworkers slots, 64-byte aligned */
+    struct stats_block *stats; /* owned: nworkers blocks (proxy/stats.h), one per worker */
 };
 
 struct pool {

@@ -108,6 +108,7 @@ test_list_has(void)
 static void
 test_hop_by_hop(void)
 {
+    /* clang-format off */
     static const char *const nv[] = {
         "Connection", "close, X-Secret", /* 0 */
         "Keep-Alive", "timeout=5",       /* 1 */
@@ -129,6 +130,7 @@ test_hop_by_hop(void)
         "TE-X", "no",                    /* 17 */
         NULL,
     };
+    /* clang-format on */
     struct http_head h;
     head_build(&h, "/", nv);
 
@@ -144,7 +146,8 @@ test_hop_by_hop(void)
     ok(http_is_hop_by_hop(&h, field_at(&h, 6), false) &&
            http_is_hop_by_hop(&h, field_at(&h, 6), true),
        "hop: X-Secret named in 'Connection: close, X-Secret' is dropped");
-    ok(http_is_hop_by_hop(&h, field_at(&h, 7), false), "hop: named field matched case-insensitively");
+    ok(http_is_hop_by_hop(&h, field_at(&h, 7), false),
+       "hop: named field matched case-insensitively");
     ok(!http_is_hop_by_hop(&h, field_at(&h, 8), false),
        "hop: X-Secretive kept (named token is a prefix of it)");
     ok(!http_is_hop_by_hop(&h, field_at(&h, 9), false),
@@ -158,7 +161,9 @@ test_hop_by_hop(void)
     ok(!http_is_hop_by_hop(&h, field_at(&h, 17), false), "hop: TE-X is not TE");
     http_head_finish(&h);
 
+    /* clang-format off */
     static const char *const nv2[] = {"Connection", "Upgrade", "Upgrade", "h2c", NULL};
+    /* clang-format on */
     head_build(&h, "/", nv2);
     ok(http_is_hop_by_hop(&h, field_at(&h, 1), false),
        "hop: Upgrade named by Connection, not upgrading: dropped");
@@ -172,6 +177,7 @@ test_hop_by_hop(void)
 static void
 test_write_request(void)
 {
+    /* clang-format off */
     static const char *const nv[] = {
         "Host", "example.com",
         "Connection", "keep-alive, X-Secret",
@@ -194,6 +200,7 @@ test_write_request(void)
         "Connection", "close",
         NULL,
     };
+    /* clang-format on */
     struct http_head h;
     head_build(&h, "/p?q=1", nv);
     struct http_request_out m = {
@@ -222,7 +229,9 @@ test_write_request(void)
 
     /* An HTTP/1.0 request without Host or XFF: no X-Forwarded-Host, XFF is just the client;
      * the request line is always HTTP/1.1. */
+    /* clang-format off */
     static const char *const nv10[] = {"User-Agent", "t", "Connection", "keep-alive", NULL};
+    /* clang-format on */
     head_build(&h, "/x", nv10);
     m = (struct http_request_out){
         .method = "GET", .client_ip = "::1", .proto = "http", .request_id = "r1"};
@@ -238,10 +247,12 @@ test_write_request(void)
     http_head_finish(&h);
 
     /* Upgrade: Upgrade kept, the client's Connection replaced by "Connection: upgrade". */
+    /* clang-format off */
     static const char *const nvup[] = {
         "Host", "h:8080", "Connection", "Upgrade", "Upgrade", "websocket",
         "Sec-WebSocket-Key", "k==", "Keep-Alive", "1", NULL,
     };
+    /* clang-format on */
     head_build(&h, "/ws", nvup);
     m = (struct http_request_out){.method = "GET",
                                   .client_ip = "1.2.3.4",
@@ -278,10 +289,12 @@ test_write_request(void)
     http_head_finish(&h);
 
     /* Chunked request body: the client's Transfer-Encoding goes through (never hop-by-hop). */
+    /* clang-format off */
     static const char *const nvte[] = {
         "Host", "h", "Transfer-Encoding", "gzip, chunked", "Connection", "Transfer-Encoding",
         NULL,
     };
+    /* clang-format on */
     head_build(&h, "/u", nvte);
     m = (struct http_request_out){.method = "PUT",
                                   .client_ip = "1.2.3.4",
@@ -321,10 +334,12 @@ test_write_response(void)
     struct http_buf b = {0};
     struct http_response_out m;
 
+    /* clang-format off */
     static const char *const nvlen[] = {
         "Content-Type", "text/plain", "Content-Length", "10", "Connection", "keep-alive",
         "Keep-Alive", "timeout=5", "Set-Cookie", "u=1", NULL,
     };
+    /* clang-format on */
     head_build(&h, NULL, nvlen);
     m = (struct http_response_out){.status = 200, .body = HTTP_BODY_LENGTH};
     http_write_response(&b, &h, &m);
@@ -336,8 +351,10 @@ test_write_response(void)
        "response: LENGTH/DEFAULT keeps Content-Length, drops hop-by-hop, no Connection");
     http_buf_finish(&b);
 
-    m = (struct http_response_out){
-        .status = 200, .body = HTTP_BODY_LENGTH, .conn = HTTP_CONN_KEEPALIVE, .set_cookie = "sy=green"};
+    m = (struct http_response_out){.status = 200,
+                                   .body = HTTP_BODY_LENGTH,
+                                   .conn = HTTP_CONN_KEEPALIVE,
+                                   .set_cookie = "sy=green"};
     http_write_response(&b, &h, &m);
     ok(buf_is(&b, "HTTP/1.1 200 OK\r\n"
                   "Content-Type: text/plain\r\n"
@@ -383,9 +400,11 @@ test_write_response(void)
     http_head_finish(&h);
 
     /* Upstream chunked. */
+    /* clang-format off */
     static const char *const nvch[] = {
         "Transfer-Encoding", "chunked", "Trailer", "X-Sum", "TE", "x", "X-A", "1", NULL,
     };
+    /* clang-format on */
     head_build(&h, NULL, nvch);
     m = (struct http_response_out){.status = 200, .body = HTTP_BODY_CHUNKED, .upstream_te = true};
     http_write_response(&b, &h, &m);
@@ -396,8 +415,8 @@ test_write_response(void)
        "response: CHUNKED with upstream TE keeps it and adds none");
     http_buf_finish(&b);
 
-    m = (struct http_response_out){.status = 200, .body = HTTP_BODY_CLOSE, .upstream_te = true,
-                                   .conn = HTTP_CONN_CLOSE};
+    m = (struct http_response_out){
+        .status = 200, .body = HTTP_BODY_CLOSE, .upstream_te = true, .conn = HTTP_CONN_CLOSE};
     http_write_response(&b, &h, &m);
     ok(buf_is(&b, "HTTP/1.1 200 OK\r\n"
                   "X-A: 1\r\n"
@@ -408,7 +427,9 @@ test_write_response(void)
     http_head_finish(&h);
 
     /* Upstream close-delimited (no framing field): re-chunked for an HTTP/1.1 client. */
+    /* clang-format off */
     static const char *const nvnone[] = {"X-A", "1", NULL};
+    /* clang-format on */
     head_build(&h, NULL, nvnone);
     m = (struct http_response_out){.status = 404, .body = HTTP_BODY_CHUNKED};
     http_write_response(&b, &h, &m);
@@ -437,11 +458,14 @@ test_write_response(void)
     http_head_finish(&h);
 
     /* 101: Upgrade kept, Connection: Upgrade. */
+    /* clang-format off */
     static const char *const nv101[] = {
         "Upgrade", "websocket", "Connection", "Upgrade", "Sec-WebSocket-Accept", "x=", NULL,
     };
+    /* clang-format on */
     head_build(&h, NULL, nv101);
-    m = (struct http_response_out){.status = 101, .body = HTTP_BODY_NONE, .conn = HTTP_CONN_UPGRADE};
+    m = (struct http_response_out){
+        .status = 101, .body = HTTP_BODY_NONE, .conn = HTTP_CONN_UPGRADE};
     http_write_response(&b, &h, &m);
     ok(buf_is(&b, "HTTP/1.1 101 Switching Protocols\r\n"
                   "Upgrade: websocket\r\n"
@@ -459,9 +483,11 @@ test_write_response(void)
     http_head_finish(&h);
 
     /* A field the upstream names in Connection is removed from the response too. */
+    /* clang-format off */
     static const char *const nvconn[] = {
         "Connection", "X-Internal", "X-Internal", "secret", "Content-Length", "0", NULL,
     };
+    /* clang-format on */
     head_build(&h, NULL, nvconn);
     m = (struct http_response_out){.status = 204, .body = HTTP_BODY_NONE};
     http_write_response(&b, &h, &m);
@@ -587,8 +613,9 @@ test_request_id(void)
     ok(!http_request_id_sane(s, 129), "id: 129 chars refused");
     const char *all = "azAZ09._:+/=-";
     ok(http_request_id_sane(all, strlen(all)), "id: every allowed class and punctuation");
-    const char bad[] = {' ', ',', ';', '"', '\'', '@', '#', '%', '\\', '*', '\t', '\r', '\n',
-                        '\0', 0x7f, (char)0x80, (char)0xff, '{', '<', '~', '!', '?', '&'};
+    const char bad[] = {' ',        ',', ';',  '"',  '\'', '@',  '#',  '%',
+                        '\\',       '*', '\t', '\r', '\n', '\0', 0x7f, (char)0x80,
+                        (char)0xff, '{', '<',  '~',  '!',  '?',  '&'};
     int nbad = 0;
     for (size_t i = 0; i < sizeof(bad); i++) {
         char t[4] = {'a', bad[i], 'b', '\0'};
@@ -621,7 +648,8 @@ test_head(void)
     struct http_head h;
     http_head_init(&h, 1024, 10, 0);
     ok(h.buf == NULL && h.fields == NULL && h.nfields == 0, "head: init allocates nothing");
-    ok(http_head_url(&h, LIT("/a")) == HTTP_HEAD_OK && http_head_url(&h, LIT("b?c")) == HTTP_HEAD_OK,
+    ok(http_head_url(&h, LIT("/a")) == HTTP_HEAD_OK &&
+           http_head_url(&h, LIT("b?c")) == HTTP_HEAD_OK,
        "head: url pieces");
     ok(h.url_len == 5 && memcmp(h.buf + h.url_off, "/ab?c", 5) == 0, "head: url pieces joined");
     http_head_field(&h, LIT("Con"));
@@ -689,7 +717,8 @@ test_head_limits(void)
     /* URI limit: exactly max is fine, one more byte is 414, also across pieces. */
     http_head_init(&h, 1024, 10, 8);
     ok(http_head_url(&h, LIT("/1234567")) == HTTP_HEAD_OK, "limits: uri of exactly max_uri_bytes");
-    ok(http_head_url(&h, LIT("8")) == HTTP_HEAD_URI_TOO_LONG, "limits: one more byte → URI_TOO_LONG");
+    ok(http_head_url(&h, LIT("8")) == HTTP_HEAD_URI_TOO_LONG,
+       "limits: one more byte → URI_TOO_LONG");
     http_head_finish(&h);
     http_head_init(&h, 1024, 10, 8);
     ok(http_head_url(&h, LIT("/123")) == HTTP_HEAD_OK &&

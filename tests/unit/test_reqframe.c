@@ -287,6 +287,21 @@ accepts(const char *what, const char *data, size_t len)
     ok(runs(data, len, &default_limits, 0, NULL) == 0, "ok: %s", what);
 }
 
+/* Runs data at every split and compares the whole run's transcript with want exactly: the
+ * fields as reqframe hands them to the owner, byte for byte. */
+static void
+head_is(const char *what, const char *data, size_t len, const char *want)
+{
+    struct rec r;
+    int bad = runs(data, len, &default_limits, 0, &r);
+    size_t n = strlen(want);
+    bool same = r.transcript.len == n && memcmp(r.transcript.p, want, n) == 0;
+    if (!same)
+        diag("transcript:\n%.*s--- want:\n%s", (int)r.transcript.len, r.transcript.p, want);
+    ok(bad == 0 && same, "head: %s", what);
+    rec_finish(&r);
+}
+
 /* ---- rejections ---- */
 
 static void
@@ -346,6 +361,26 @@ test_framing_fields(void)
     rejects("HTTP/1.0 with Transfer-Encoding: chunked and Host",
             R("POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400);
 
+    /* An empty Transfer-Encoding sets no llhttp flag, yet the field is forwarded: with a
+     * Content-Length beside it the upstream may frame the body differently. */
+    rejects("empty Transfer-Encoding after Content-Length",
+            R("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding:\r\n\r\n"
+              "hello"),
+            400);
+    rejects("empty Transfer-Encoding before Content-Length",
+            R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\nContent-Length: 5\r\n\r\n"
+              "hello"),
+            400);
+    rejects("empty Transfer-Encoding alone", R(H11 "Transfer-Encoding:\r\n\r\n"), 400);
+    rejects("empty Transfer-Encoding, HTTP/1.0", R("POST / HTTP/1.0\r\nTransfer-Encoding:\r\n\r\n"),
+            400);
+    rejects("Transfer-Encoding: ',' with Content-Length",
+            R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\nContent-Length: 5\r\n\r\n"
+              "hello"),
+            400);
+    rejects("empty Content-Length", R("POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\nhello"),
+            400);
+
     accepts("Transfer-Encoding: gzip, chunked",
             R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
               "3\r\nabc\r\n0\r\n\r\n"));
@@ -381,9 +416,8 @@ test_framing_fields(void)
             R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
               "3\nabc\n0\n\n"),
             400);
-    accepts("chunk extension",
-            R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-              "3;name=value\r\nabc\r\n0;last\r\n\r\n"));
+    accepts("chunk extension", R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 "3;name=value\r\nabc\r\n0;last\r\n\r\n"));
 }
 
 static void
@@ -405,8 +439,38 @@ test_field_syntax(void)
     rejects("lowercase method", R("get / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     rejects("unknown method", R("FOO / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     rejects("space in the target", R("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
-    accepts("obs-text (0x80-0xff) in a value", R(H11 "X-A: b\x80\xff" "c\r\n\r\n"));
+    accepts("obs-text (0x80-0xff) in a value", R(H11 "X-A: b\x80\xff"
+                                                     "c\r\n\r\n"));
     accepts("empty value", R(H11 "X-Empty:\r\nX-B: 1\r\n\r\n"));
+
+    /* Exact heads: names and values as sent (trailing blanks kept), every field separate. */
+    head_is("fields after empty values stay separate",
+            R("GET /p HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-Blank: \r\nX-B: 1\r\n"
+              "X-Tabs:\t\tv\t\r\nA:b\r\n\r\n"),
+            "B\n"
+            "H GET /p 000001\n"
+            "  [Host]=[a]\n"
+            "  [X-Empty]=[]\n"
+            "  [X-Blank]=[]\n"
+            "  [X-B]=[1]\n"
+            "  [X-Tabs]=[v\t]\n"
+            "  [A]=[b]\n"
+            "C 0 []\n");
+    head_is("empty value before a framing field",
+            R("POST / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nContent-Length: 2\r\n\r\nhi"),
+            "B\n"
+            "H POST / 000011\n"
+            "  [Host]=[a]\n"
+            "  [X-Empty]=[]\n"
+            "  [Content-Length]=[2]\n"
+            "C 2 [hi]\n");
+    head_is("HTTP/1.0, obs-text, empty last value",
+            R("GET /x?y HTTP/1.0\r\nX-Bin: \x80\xfe\r\nX-Last:\r\n\r\n"),
+            "B\n"
+            "H GET /x?y 100000\n"
+            "  [X-Bin]=[\x80\xfe]\n"
+            "  [X-Last]=[]\n"
+            "C 0 []\n");
 }
 
 static void
@@ -485,8 +549,8 @@ test_host_expect_version_method(void)
     rejects("CONNECT, HTTP/1.0", R("CONNECT a:443 HTTP/1.0\r\n\r\n"), 405);
 
     struct rec r;
-    ok(runs(R("GET http://a.example/b?c HTTP/1.1\r\nHost: a.example\r\n\r\n"), &default_limits,
-            0, &r) == 0 &&
+    ok(runs(R("GET http://a.example/b?c HTTP/1.1\r\nHost: a.example\r\n\r\n"), &default_limits, 0,
+            &r) == 0 &&
            strcmp(r.url, "http://a.example/b?c") == 0,
        "ok: absolute-form target kept as sent");
     rec_finish(&r);
@@ -622,14 +686,15 @@ test_bodies(void)
     ok(r.has_body && r.chunked, "body: chunked flags");
     rec_finish(&r);
 
-    ok(runs(R("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"), &default_limits, 0,
-            &r) == 0 &&
+    ok(runs(R("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"), &default_limits, 0, &r) ==
+               0 &&
            r.ncomplete == 1 && r.nbody == 0 && !r.has_body,
        "body: Content-Length 0 completes without body calls");
     rec_finish(&r);
 
     char big[70000];
-    int n = snprintf(big, sizeof(big), "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n\r\n");
+    int n =
+        snprintf(big, sizeof(big), "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n\r\n");
     for (int i = 0; i < 65536; i++)
         big[n + i] = (char)('a' + i % 26);
     rec_init(&r, NULL);
@@ -775,8 +840,7 @@ test_pipelining(void)
     ok(res == REQFRAME_OK && npaused == 3 && r.ncomplete == 3 && !bad && r.all_body.len == 2,
        "pipeline: byte by byte, 3 pauses");
     rec_finish(&r);
-    ok(runs(buf, len, &default_limits, 0, NULL) == 0,
-       "pipeline: same transcript at every split");
+    ok(runs(buf, len, &default_limits, 0, NULL) == 0, "pipeline: same transcript at every split");
 
     /* An error in the second request: the first completes, nothing after the error. */
     static const char bad2[] = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -835,7 +899,8 @@ test_upgrade(void)
     ok(res == REQFRAME_OK && npaused == 2 && r.ncomplete == 2 && !bad,
        "upgrade: byte by byte, 2 pauses");
     rec_finish(&r);
-    ok(runs(buf, lu + ln, &default_limits, 0, NULL) == 0, "upgrade: same transcript at every split");
+    ok(runs(buf, lu + ln, &default_limits, 0, NULL) == 0,
+       "upgrade: same transcript at every split");
 
     /* An upgrade request with a body: the body first, then the pause. */
     static const char upb[] = "POST /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n"
@@ -848,21 +913,23 @@ test_upgrade(void)
     reqframe_resume(&r.f);
     size_t off = used;
     res = reqframe_execute(&r.f, upb + off, sizeof(upb) - 1 - off, &used);
-    ok(res == REQFRAME_PAUSED && used == ln && r.ncomplete == 2, "upgrade with a body: next parses");
+    ok(res == REQFRAME_PAUSED && used == ln && r.ncomplete == 2,
+       "upgrade with a body: next parses");
     rec_finish(&r);
 
     /* Upgrade without Connection: upgrade is not an upgrade. */
     rec_init(&r, NULL);
-    res = reqframe_execute(&r.f, R("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n"), &used);
+    res =
+        reqframe_execute(&r.f, R("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n"), &used);
     ok(res == REQFRAME_PAUSED && !r.upgrade, "upgrade: Upgrade without Connection is plain");
     rec_finish(&r);
 
     /* h2c is an upgrade like any other (the upstream decides). */
     rec_init(&r, NULL);
-    res = reqframe_execute(
-        &r.f, R("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-                "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"),
-        &used);
+    res = reqframe_execute(&r.f,
+                           R("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                             "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"),
+                           &used);
     ok(res == REQFRAME_PAUSED && r.upgrade, "upgrade: h2c");
     rec_finish(&r);
 }

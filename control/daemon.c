@@ -1,7 +1,7 @@
-/* proxy/daemon.c — the main thread of the daemon: start-up (sockets, snapshot, routing word,
+/* control/daemon.c — the main thread of the daemon: start-up (sockets, snapshot, routing word,
  * workers), signals, reload (a whole new snapshot beside the old one; a bad file keeps the old),
  * and the graceful stop bounded by timeouts.shutdown. */
-#include "proxy/daemon.h"
+#include "control/daemon.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -1,7 +1,7 @@
-/* proxy/daemon.h — the main thread: builds the first snapshot and the listening sockets, runs
+/* control/daemon.h — the main thread: builds the first snapshot and the listening sockets, runs
  * the workers, and handles signals (graceful stop, reload, log reopen). */
-#ifndef PROXY_DAEMON_H
-#define PROXY_DAEMON_H
+#ifndef CONTROL_DAEMON_H
+#define CONTROL_DAEMON_H
 
 #include "conf/conf.h"
 
