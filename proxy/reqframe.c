@@ -163,8 +163,11 @@ static int
 on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct reqframe *f = p->data;
-    if (len == 0)
-        return 0; /* llhttp reports an empty value as an empty piece, placed after its CRLF */
+    if (len == 0) {
+        /* llhttp reports an empty value as an empty piece, placed after its CRLF: it ends the
+         * field (the next name must start a new one) but is no fold. */
+        return head_result(f, http_head_value(&f->head, at, 0));
+    }
     if (raw_limit(f, at + len))
         return reject(f, 431);
     /* obs-fold (RFC 9112 §5.2): a second piece of one value that is not a buffer split, or a
@@ -223,10 +226,13 @@ on_headers_complete(llhttp_t *p)
     http_head_get(&f->head, "Host", &nhost);
     if (nhost > 1 || (!f->http10 && nhost == 0))
         return reject(f, 400);
-    if (p->flags & F_TRANSFER_ENCODING) {
-        /* HTTP/1.0 has no chunked coding, and a final coding other than chunked leaves the
-         * length unknowable (RFC 9112 §6.3): both are smuggling vectors. */
-        if (f->http10 || !(p->flags & F_CHUNKED))
+    unsigned nte = 0;
+    http_head_get(&f->head, "Transfer-Encoding", &nte);
+    if (nte > 0 || (p->flags & F_TRANSFER_ENCODING)) {
+        /* Any Transfer-Encoding field, even an empty one llhttp lets through, must be a single
+         * field ending in chunked, without Content-Length, and not in HTTP/1.0: anything else
+         * leaves the length ambiguous between us and the server (RFC 9112 §6.1, §6.3). */
+        if (nte > 1 || f->http10 || !(p->flags & F_CHUNKED) || (p->flags & F_CONTENT_LENGTH))
             return reject(f, 400);
     }
     f->chunked = (p->flags & F_CHUNKED) != 0;
