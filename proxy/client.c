@@ -438,6 +438,8 @@ on_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
+    if (c->state == CS_BODY)
+        sock_read_more(bev, RELAY_READ_MORE_BYTES);
     client_feed(c);
 }
 

@@ -248,6 +248,7 @@ connect_failed(struct client *c, bool timeout)
 static void
 on_up_read(struct bufferevent *bev, void *arg)
 {
+    sock_read_more(bev, RELAY_READ_MORE_BYTES);
     relay_feed(arg);
 }
 

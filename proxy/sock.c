@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -74,4 +75,49 @@ sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, bool direct)
         evbuffer_write(staged, bufferevent_getfd(bev)); /* -1 (EAGAIN, error): all stays */
     if (evbuffer_get_length(staged) > 0)
         evbuffer_add_buffer(out, staged);
+}
+
+#define LIBEVENT_MAX_READ 4096
+
+static size_t read_into(struct evbuffer *in, int fd, size_t max);
+
+size_t
+sock_read_more(struct bufferevent *bev, size_t max)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (evbuffer_get_length(in) < LIBEVENT_MAX_READ)
+        return 0;
+    /* bufferevent_socket freezes the end of its input outside its own reads; do as it does. */
+    evbuffer_unfreeze(in, 0);
+    size_t got = read_into(in, bufferevent_getfd(bev), max);
+    evbuffer_freeze(in, 0);
+    return got;
+}
+
+static size_t
+read_into(struct evbuffer *in, int fd, size_t max)
+{
+    struct evbuffer_iovec v[2];
+    int n = evbuffer_reserve_space(in, (ev_ssize_t)max, v, 2);
+    if (n <= 0)
+        return 0;
+    struct iovec iov[2];
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    ssize_t r = readv(fd, iov, n);
+    if (r <= 0) {
+        evbuffer_commit_space(in, NULL, 0);
+        return 0;
+    }
+    size_t left = (size_t)r;
+    int used = 0;
+    for (int i = 0; i < n && left > 0; i++, used++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(in, v, used);
+    return (size_t)r;
 }

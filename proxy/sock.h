@@ -21,6 +21,12 @@ struct evbuffer;
  * queued on the bufferevent. Leaves staged empty. */
 void sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, bool direct);
 
+/* libevent 2.1 reads at most 4096 bytes per wakeup (EVBUFFER_MAX_READ), whatever
+ * max_single_read says. When the input holds at least that much (the read likely stopped at
+ * the cap), reads up to `max` more bytes now with one readv. EOF and errors are left for the
+ * bufferevent's next read to report. Returns the bytes added. */
+size_t sock_read_more(struct bufferevent *bev, size_t max);
+
 /* The local port of a bound socket, or 0. */
 unsigned sock_port(int fd);
 

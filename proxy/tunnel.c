@@ -10,6 +10,7 @@
 
 #include "proxy/clock.h"
 #include "proxy/log.h"
+#include "proxy/sock.h"
 #include "proxy/upstream.h"
 
 static void on_client_read(struct bufferevent *bev, void *arg);
@@ -60,6 +61,7 @@ on_client_read(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     c->started_ms = clock_ms();
+    sock_read_more(bev, RELAY_READ_MORE_BYTES);
     pump(bev, c->up->bev);
 }
 
@@ -68,6 +70,7 @@ on_up_read(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     c->started_ms = clock_ms();
+    sock_read_more(bev, RELAY_READ_MORE_BYTES);
     pump(bev, c->bev);
 }
 

@@ -764,6 +764,22 @@ class ProxyTestCase(unittest.TestCase):
         self._wd = threading.Timer(self.WATCHDOG, self._watchdog_fire)
         self._wd.daemon = True
         self._wd.start()
+        # cleanups also run when a subclass's setUp fails (tearDown does not)
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
+        self._wd.cancel()
+        for p in self._proxies:
+            try:
+                p.stop()
+            except Exception:
+                pass
+        for o in self._origins:
+            try:
+                o.stop()
+            except Exception:
+                pass
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def _watchdog_fire(self):
         sys.stdout.write('\n!!! WATCHDOG: %s exceeded %.0fs; aborting\n' % (self.id(), self.WATCHDOG))
@@ -782,11 +798,7 @@ class ProxyTestCase(unittest.TestCase):
             if p.proc is not None and p.ports and not p.expected_exit and p.proc.poll() is not None:
                 died.append('switchyard exited unexpectedly with rc=%s\nstderr tail:\n%s' % (
                     p.proc.returncode, p.stderr_tail()))
-        for p in self._proxies:
-            p.stop()
-        for o in self._origins:
-            o.stop()
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        self._cleanup()
         if died:
             self.fail('\n'.join(died))
 

@@ -663,6 +663,37 @@ test_limits(void)
     res = feed(&r, R("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"), &whole, NULL, &bad);
     ok(res == REQFRAME_ERROR && r.f.status == 431, "limits set in begin apply to this request");
     rec_finish(&r);
+
+    /* A 431 found by counting raw bytes at the end of a read is final like any other error:
+     * more bytes must not be parsed. The first read holds the head up to its last value (64
+     * bytes from the target on, exactly the limit, so the value's own check passes) and the CR
+     * after it; the second read only ends the head, which calls no field or value callback. */
+    lim = default_limits;
+    lim.max_header_bytes = 64;
+    rec_init(&r, &lim);
+    n = snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: a\r\nX: ");
+    memset(buf + n, 'v', 40);
+    n += 40;
+    buf[n++] = '\r';
+    size_t used = 0;
+    res = reqframe_execute(&r.f, buf, (size_t)n, &used);
+    ok(res == REQFRAME_ERROR && r.f.status == 431, "431 from the raw count at the end of a read");
+    res = reqframe_execute(&r.f, R("\n\r\n"), &used);
+    ok(res == REQFRAME_ERROR && r.f.status == 431 && r.nhead == 0,
+       "after a raw-count 431, more bytes give the same error and no calls (got %d, status %d, "
+       "%d heads)",
+       (int)res, r.f.status, r.nhead);
+    rec_finish(&r);
+
+    /* Empty lines before a request line are not part of its head (RFC 9112 §2.2): the result
+     * must not depend on whether the read ends before the target. */
+    lim.max_header_bytes = 48;
+    n = 0;
+    for (int i = 0; i < 40; i++)
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "\r\n");
+    n += snprintf(buf + n, sizeof(buf) - (size_t)n, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    ok(runs(buf, (size_t)n, &lim, 0, NULL) == 0,
+       "ok: 40 empty lines before a request, max_header_bytes 48, at every split");
 }
 
 /* ---- bodies, ops, flags ---- */
