@@ -24,6 +24,8 @@ enum piece {
 void
 http_buf_add(struct http_buf *b, const void *data, size_t len)
 {
+    if (len == 0)
+        return;
     if (b->len + len > b->cap) {
         size_t cap = b->cap ? b->cap : 512;
         while (cap < b->len + len)

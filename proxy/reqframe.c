@@ -18,6 +18,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len);
 static int on_message_complete(llhttp_t *p);
 
 static bool raw_limit(const struct reqframe *f, const char *end);
+static int64_t raw_max(const struct reqframe *f);
 
 static llhttp_settings_t settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
@@ -102,6 +103,7 @@ on_message_begin(llhttp_t *p)
     struct reqframe *f = p->data;
     f->in_value = false;
     f->in_head = true;
+    f->counting = false;
     f->head_bytes = 0;
     f->status = 0;
     f->body_bytes = 0;
@@ -118,8 +120,11 @@ static int
 on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct reqframe *f = p->data;
-    if (f->head.url_len == 0)
-        f->head_bytes = -(int64_t)(at - f->buf_start); /* count the head from its target */
+    if (f->head.url_len == 0) {
+        /* Count the head from its target: empty lines before a request are not part of it. */
+        f->head_bytes = -(int64_t)(at - f->buf_start);
+        f->counting = true;
+    }
     return head_result(f, http_head_url(&f->head, at, len));
 }
 
@@ -134,10 +139,18 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 
 /* Whether the raw head up to `end` (in the current buffer) is over max_header_bytes: llhttp drops
  * the blanks before a value without a callback, so the pieces alone undercount. */
+static int64_t
+raw_max(const struct reqframe *f)
+{
+    /* A safety net against blank floods: the exact limit is the per-piece count in http_head;
+     * the raw count also sees blanks and line ends, so it gets half as much again. */
+    return (int64_t)(f->limits.max_header_bytes + f->limits.max_header_bytes / 2);
+}
+
 static bool
 raw_limit(const struct reqframe *f, const char *end)
 {
-    return f->head_bytes + (end - f->buf_start) > (int64_t)f->limits.max_header_bytes;
+    return f->head_bytes + (end - f->buf_start) > raw_max(f);
 }
 
 static bool
@@ -285,6 +298,8 @@ enum reqframe_result
 reqframe_execute(struct reqframe *f, const char *data, size_t len, size_t *used)
 {
     *used = 0;
+    if (f->failed)
+        return REQFRAME_ERROR; /* an error is final: nothing more is parsed */
     f->buf_start = data;
     f->buf_end = data + len;
     f->value_piece = false;
@@ -302,10 +317,11 @@ reqframe_execute(struct reqframe *f, const char *data, size_t len, size_t *used)
     if (err == HPE_OK) {
         *used = len;
         /* llhttp drops blanks before a value without a callback: count raw head bytes too. */
-        if (f->in_head) {
+        if (f->in_head && f->counting) {
             f->head_bytes += (int64_t)len;
-            if (f->head_bytes > (int64_t)f->limits.max_header_bytes) {
+            if (f->head_bytes > raw_max(f)) {
                 f->status = 431;
+                f->failed = true;
                 return REQFRAME_ERROR;
             }
         }
@@ -323,6 +339,7 @@ reqframe_execute(struct reqframe *f, const char *data, size_t len, size_t *used)
         return REQFRAME_PAUSED;
     if (f->status == 0)
         f->status = err == HPE_INVALID_VERSION ? 505 : 400;
+    f->failed = true;
     return REQFRAME_ERROR;
 }
 

@@ -40,7 +40,8 @@ struct reqframe {
     struct reqframe_limits limits;
     const struct reqframe_ops *ops; /* borrowed */
     void *arg;
-    int status; /* the status of a rejection */
+    int status;  /* the status of a rejection */
+    bool failed; /* a rejection happened: the connection is done */
     /* Set when the head is complete. */
     bool http10;
     bool head_method;
@@ -58,6 +59,7 @@ struct reqframe {
     bool tail_fold;     /* the previous buffer ended with LF and optional blanks */
     bool value_piece;   /* a value piece was reported from the current buffer */
     bool in_head;       /* between message begin and head complete */
+    bool counting;      /* the target has started: raw head bytes count */
     int64_t head_bytes; /* raw head bytes before the current buffer (from the target on) */
     bool upgrade_pending; /* llhttp will report the upgrade pause after a resume */
 };

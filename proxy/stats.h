@@ -130,4 +130,33 @@ void stats_board_destroy(struct stats_board **b);
 /* Sums the pool blocks of every worker. Main thread. */
 void stats_board_pool(const struct stats_board *b, enum pool_id pool, struct stats_totals *out);
 
+/* Additions for issue 3 (measurements). */
+
+/* The rank (1-based) of the q-quantile among count sorted values: ceil(q * count), clamped to
+ * [1, count], with a tolerance of a few ulps so that q * count that is an integer in exact
+ * arithmetic (0.99 * 100000) is not pushed one rank up by rounding; 0 when count is 0.
+ * hist_quantile() uses it; tests use it for the exact reference. */
+uint64_t hist_rank(uint64_t count, double q);
+
+/* The value hist_quantile() reports for a bucket: the value itself below 2 * HIST_SUB (where a
+ * bucket holds one value), else the middle of [low, high]; for the open top bucket, the
+ * middle of the width it would have. */
+uint64_t hist_bucket_mid(unsigned b);
+
+/* n blocks (n >= 1), 64-byte aligned, zeroed; aborts on allocation failure. Any thread. */
+struct stats_block *stats_blocks_create(int n);
+
+/* Frees blocks from stats_blocks_create() and clears *blocks. Accepts NULL. */
+void stats_blocks_destroy(struct stats_block **blocks);
+
+/* out = the sum of n blocks (out is zeroed first). Any thread. */
+void stats_sum_blocks(struct stats_totals *out, const struct stats_block *blocks, int n);
+
+/* Sets every field of dst (counters, gauges, histogram) to src's values. Only while no worker
+ * writes dst: before the block is published, or by its owning worker. */
+void stats_block_store(struct stats_block *dst, const struct stats_totals *src);
+
+/* Sums the listener blocks of every worker (client connections, tunnels). Main thread. */
+void stats_board_listener(const struct stats_board *b, struct stats_totals *out);
+
 #endif
