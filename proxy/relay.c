@@ -12,6 +12,7 @@
 
 #include "conf/xalloc.h"
 #include "proxy/clock.h"
+#include "proxy/eject.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/upstream.h"
@@ -46,6 +47,14 @@ static const struct conf *
 exchange_conf(const struct client *c)
 {
     return c->ws->snap->conf;
+}
+
+/* Passive health: a failure of the exchange's server (connect error, timeout, bad response,
+ * 5xx with eject_on_5xx). */
+static void
+server_failed(struct client *c, struct server *srv)
+{
+    eject_failure(&c->ws->snap->pools[srv->pool], srv, clock_ms());
 }
 
 /* Attaches a connection to srv: an idle one unless `fresh`, else a new one. The request goes
@@ -209,6 +218,7 @@ relay_feed(struct client *c)
         log_info("upstream %s/%s sent a bad response: %s (%s), request id %s",
                  conf_pool_name(c->srv->pool), c->srv->name, llhttp_errno_name(err),
                  llhttp_get_error_reason(&u->parser), c->request_id);
+        server_failed(c, c->srv);
         client_fail(c, 502);
         return;
     }
@@ -222,6 +232,7 @@ connect_failed(struct client *c, bool timeout)
     struct server *failed = c->srv;
     log_info("upstream %s/%s: connect %s, request id %s", conf_pool_name(failed->pool),
              failed->name, timeout ? "timed out" : "failed", c->request_id);
+    server_failed(c, failed);
     struct evbuffer *pending = evbuffer_new();
     evbuffer_add_buffer(pending, bufferevent_get_output(c->up->bev));
     upstream_close(&c->up);
@@ -281,6 +292,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
     if (events & BEV_EVENT_TIMEOUT) {
         log_info("upstream %s/%s: no response within timeout, request id %s",
                  conf_pool_name(c->srv->pool), c->srv->name, c->request_id);
+        server_failed(c, c->srv);
         client_fail(c, 504);
         return;
     }
@@ -375,6 +387,10 @@ on_headers_complete(llhttp_t *p)
         return 2; /* the rest is another protocol */
     }
     c->resp_status = status;
+    if (status >= 500 && c->ws->snap->pools[c->srv->pool].conf->health.passive.eject_on_5xx)
+        server_failed(c, c->srv);
+    else
+        eject_success(c->srv);
     bool nobody = c->rf.head_method || status == 204 || status == 304;
     bool chunked = (p->flags & F_CHUNKED) != 0;
     bool length = (p->flags & F_CONTENT_LENGTH) != 0 && !chunked &&

@@ -51,6 +51,8 @@ struct server {
     atomic_int health;               /* enum health_state */
     atomic_int admin;                /* enum admin_state */
     atomic_uint_fast64_t ejected_until_ms; /* passive ejection deadline (CLOCK_MONOTONIC ms) */
+    atomic_uint consecutive_failures;      /* passive: failures since the last success */
+    atomic_uint eject_level;               /* passive: ejection time is doubled this often */
     atomic_bool removed;             /* no longer in the published config */
     int nworkers;
     struct server_wslot *w; /* owned: nworkers slots, 64-byte aligned */
