@@ -18,6 +18,7 @@
 #include "proxy/route.h"
 #include "proxy/snapshot.h"
 #include "proxy/sock.h"
+#include "proxy/stats.h"
 #include "proxy/worker.h"
 
 #define WATCH_MS 20
@@ -26,6 +27,7 @@ struct daemon {
     char *conf_path; /* owned */
     struct event_base *base;
     struct routing routing;
+    struct stats_board *board; /* owned: per-pool counters, outlive reloads */
     struct snapshot *snap; /* ref: the published snapshot */
     struct worker *workers[MAX_WORKERS];
     int nworkers;
@@ -223,6 +225,7 @@ daemon_run(struct conf *conf)
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);
     routing_init(&d.routing, conf->routing.live, conf->routing.standby_bp, 0, 1);
+    d.board = stats_board_create(d.nworkers);
     d.snap = snapshot_create(conf, NULL, d.nworkers, HEALTH_UP);
     conf = NULL;
 
@@ -251,7 +254,7 @@ daemon_run(struct conf *conf)
     size_t per = d.snap->conf->nlisten;
     bool started = true;
     for (int j = 0; j < d.nworkers; j++) {
-        d.workers[j] = worker_create(j, d.nworkers, &d.routing, snapshot_ref(d.snap),
+        d.workers[j] = worker_create(j, d.nworkers, &d.routing, d.board, snapshot_ref(d.snap),
                                      &socks[(size_t)j * per], per);
         for (size_t i = 0; i < per; i++)
             socks[(size_t)j * per + i].fd = -1; /* adopted (or closed) by the worker */
@@ -300,6 +303,7 @@ out:
     if (d.base)
         event_base_free(d.base);
     snapshot_release(&d.snap);
+    stats_board_destroy(&d.board);
     free(d.conf_path);
     return status;
 }

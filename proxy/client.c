@@ -19,6 +19,7 @@
 #include "proxy/clock.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 
 #define CLIENT_MAX_SINGLE_READ (64 * 1024)
@@ -97,6 +98,8 @@ client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen
     http_head_init(&c->rhead, 64 * 1024, 1000, 0);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->state = CS_IDLE;
+    c->bucket = -1;
+    stats_gauge(&w->board->listener[w->id].conns, 1);
     TAILQ_INSERT_TAIL(&w->clients, c, link);
 
     const struct conf *conf = w->cur->snap->conf;
@@ -111,14 +114,70 @@ client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen
     return c;
 }
 
+struct stats_block *
+client_srv_stats(const struct client *c, const struct server *srv)
+{
+    return &srv->stats[c->w->id];
+}
+
+struct stats_block *
+client_pool_stats(const struct client *c, enum pool_id pool)
+{
+    return &c->w->board->pool[pool][c->w->id];
+}
+
+void
+client_inflight(struct client *c, struct server *srv, bool on)
+{
+    if (on == c->inflight)
+        return;
+    int64_t d = on ? 1 : -1;
+    srv->w[c->w->id].inflight += on ? 1u : (uint32_t)-1;
+    stats_gauge(&client_srv_stats(c, srv)->inflight, d);
+    stats_gauge(&client_pool_stats(c, srv->pool)->inflight, d);
+    c->inflight = on;
+}
+
+static unsigned
+status_class(int status)
+{
+    return status >= 100 && status < 600 ? (unsigned)(status / 100) : 0;
+}
+
+/* Counts a finished exchange once: the status class, latency, bytes, cut responses. */
+static void
+exchange_account(struct client *c)
+{
+    if (c->accounted || c->ws == NULL || !c->routed)
+        return;
+    c->accounted = true;
+    int status = c->local_status ? c->local_status : c->resp_status;
+    if (status == 101)
+        return; /* a tunnel: counted as a tunnel, not a response */
+    uint64_t us = clock_us() - c->started_us;
+    struct stats_block *blocks[2] = {client_pool_stats(c, c->pool),
+                                     c->acct_srv ? client_srv_stats(c, c->acct_srv) : NULL};
+    for (int i = 0; i < 2; i++) {
+        struct stats_block *b = blocks[i];
+        if (b == NULL)
+            continue;
+        stats_add(&b->responses[c->upstream_cut ? 0 : status_class(status)], 1);
+        if (c->upstream_cut)
+            stats_add(&b->upstream_failures, 1);
+        stats_add(&b->bytes_in, c->bytes_in);
+        stats_add(&b->bytes_out, c->bytes_out);
+        if (status)
+            hist_record(&b->latency, us);
+    }
+}
+
 /* Releases what the exchange holds; the connection itself stays. */
 static void
 exchange_release(struct client *c, bool reuse_upstream)
 {
-    if (c->inflight) {
-        c->srv->w[c->w->id].inflight--;
-        c->inflight = false;
-    }
+    exchange_account(c);
+    if (c->inflight)
+        client_inflight(c, c->srv, false);
     if (c->up) {
         if (reuse_upstream) {
             const struct conf_pool *pc = c->ws->snap->pools[c->srv->pool].conf;
@@ -142,6 +201,12 @@ exchange_reset(struct client *c)
     c->cookie[0] = '\0';
     c->reject = 0;
     c->resp_status = 0;
+    c->local_status = 0;
+    c->routed = c->accounted = c->upstream_cut = false;
+    c->bucket = -1;
+    c->generation = 0;
+    c->bytes_in = c->bytes_out = 0;
+    c->acct_srv = NULL;
     c->connect_tries = 0;
     c->body_bytes = 0;
     c->out_body = HTTP_BODY_NONE;
@@ -156,6 +221,12 @@ client_close(struct client *c)
     if (c == NULL)
         return;
     exchange_release(c, false);
+    if (c->tunnel_counted) {
+        stats_gauge(&client_pool_stats(c, c->pool)->tunnels, -1);
+        if (c->acct_srv)
+            stats_gauge(&client_srv_stats(c, c->acct_srv)->tunnels, -1);
+    }
+    stats_gauge(&c->w->board->listener[c->w->id].conns, -1);
     reqframe_finish(&c->rf);
     http_head_finish(&c->rhead);
     http_buf_finish(&c->req);
@@ -195,6 +266,8 @@ client_fail(struct client *c, int status)
     struct http_buf b = {0};
     http_write_error(&b, status, c->request_id[0] ? c->request_id : NULL);
     evbuffer_add(bufferevent_get_output(c->bev), b.p, b.len);
+    c->local_status = status;
+    c->bytes_out += b.len;
     http_buf_finish(&b);
     c->resp_started = true;
     if (status >= 500)
@@ -294,6 +367,7 @@ on_begin(void *arg)
     }
     c->state = CS_HEAD;
     c->started_ms = clock_ms();
+    c->started_us = clock_us();
     return 0;
 }
 
@@ -303,6 +377,8 @@ route_request(struct client *c, const struct conf *conf)
 {
     struct route_word rw;
     routing_load(c->w->routing, &rw);
+    c->generation = rw.generation;
+    c->routed = true;
     switch (c->route_to) {
     case ROUTE_TO_STANDBY:
         c->pool = route_other_pool(rw.live);
@@ -365,6 +441,7 @@ route_request(struct client *c, const struct conf *conf)
             break;
         }
     }
+    c->bucket = (int32_t)bucket;
     c->pool = route_pool_for_bucket(&rw, bucket);
 }
 
@@ -389,6 +466,7 @@ on_head(void *arg)
     route_request(c, conf);
     if (!relay_attach(c))
         return c->reject;
+    c->bytes_in += c->req.len;
     c->state = CS_BODY;
     if (c->rf.has_body) {
         struct timeval tv = clock_tv(conf->timeouts.client_body_ms);
@@ -402,6 +480,7 @@ on_body(void *arg, const char *at, size_t len)
 {
     struct client *c = arg;
     struct evbuffer *out = c->w->qstage;
+    c->bytes_in += len;
     if (c->rf.chunked) {
         char line[24];
         int n = snprintf(line, sizeof(line), "%zx\r\n", len);

@@ -72,8 +72,27 @@ struct client {
     bool read_paused;    /* back-pressure: upstream output full */
     bool up_paused;      /* back-pressure: client output full */
     bool peer_eof;
-    bool inflight;       /* counted in srv->w[].inflight */
+    bool inflight;       /* counted in srv->w[].inflight and the in-flight gauges */
+    bool routed;         /* c->pool is set: the exchange counts for that pool */
+    bool accounted;      /* the exchange was counted (once) */
+    bool upstream_cut;   /* the upstream failed after the response started */
+    bool tunnel_counted; /* counted in the tunnels gauges */
+    int local_status;    /* the status of a local response (client_fail) */
+    int32_t bucket;      /* the routing bucket, -1 when none */
+    uint64_t generation; /* the routing generation the request was routed with */
+    uint64_t started_us; /* request start, for the latency histogram */
+    uint64_t bytes_in;   /* request bytes forwarded (head + body) */
+    uint64_t bytes_out;  /* response bytes sent to the client (head + body) */
+    struct server *acct_srv; /* borrowed: the last server of the exchange, for counting */
 };
+
+/* Marks the exchange in flight on srv (on = true) or no longer (false): the balancer's count
+ * and the server and pool gauges. */
+void client_inflight(struct client *c, struct server *srv, bool on);
+
+/* The worker's counter blocks for a server and a pool. */
+struct stats_block *client_srv_stats(const struct client *c, const struct server *srv);
+struct stats_block *client_pool_stats(const struct client *c, enum pool_id pool);
 
 /* Adopts an accepted socket. NULL when the bufferevent cannot be made (the fd is closed). */
 struct client *client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen,

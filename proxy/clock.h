@@ -14,6 +14,15 @@ clock_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* CLOCK_MONOTONIC in microseconds, for latency measurements. */
+static inline uint64_t
+clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static inline struct timeval
 clock_tv(uint64_t ms)
 {

@@ -3,6 +3,7 @@
  * the framing the client needs, under back-pressure. */
 #include "proxy/client.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "proxy/eject.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 
 static int on_status(llhttp_t *p, const char *at, size_t len);
@@ -54,8 +56,19 @@ exchange_conf(const struct client *c)
 static void
 server_failed(struct client *c, struct server *srv)
 {
-    eject_failure(&c->ws->snap->pools[srv->pool], srv, clock_ms());
+    if (eject_failure(&c->ws->snap->pools[srv->pool], srv, clock_ms()))
+        stats_add(&client_srv_stats(c, srv)->ejections, 1);
 }
+
+/* Adds one to a counter of the server and of its pool. */
+static void
+count(struct client *c, struct server *srv, size_t offset)
+{
+    stats_add((atomic_uint_fast64_t *)((char *)client_srv_stats(c, srv) + offset), 1);
+    stats_add((atomic_uint_fast64_t *)((char *)client_pool_stats(c, srv->pool) + offset), 1);
+}
+
+#define COUNT(c, srv, field) count((c), (srv), offsetof(struct stats_block, field))
 
 /* Attaches a connection to srv: an idle one unless `fresh`, else a new one. The request goes
  * out from `pending` when given (a retry moving what was queued), else from c->req: into the
@@ -71,8 +84,9 @@ attach_server(struct client *c, struct server *srv, struct evbuffer *pending, bo
     if (u == NULL)
         return false;
     c->srv = srv;
-    srv->w[c->w->id].inflight++;
-    c->inflight = true;
+    c->acct_srv = srv;
+    client_inflight(c, srv, true);
+    stats_add(&client_srv_stats(c, srv)->requests, 1);
     c->connect_tries++;
     c->up = u;
     u->owner = c;
@@ -103,10 +117,15 @@ relay_attach(struct client *c)
     if (srv == NULL && conf->routing.failover && c->route_to == ROUTE_TO_NORMAL) {
         enum pool_id other = route_other_pool(c->pool);
         srv = pick(c, other, NULL);
-        if (srv)
+        if (srv) {
             c->pool = other;
+            stats_add(&client_pool_stats(c, other)->failovers, 1);
+        }
     }
+    stats_add(&client_pool_stats(c, c->pool)->requests, 1);
     if (srv == NULL) {
+        log_info("no usable server in pool %s, request id %s", conf_pool_name(c->pool),
+                 c->request_id);
         c->reject = 503;
         return false;
     }
@@ -202,6 +221,7 @@ relay_feed(struct client *c)
             used = (pos && pos >= base && pos <= base + v.iov_len) ? (size_t)(pos - base) : 0;
         }
         evbuffer_drain(in, used);
+        c->bytes_out += evbuffer_get_length(c->w->rstage);
         sock_write_staged(c->bev, c->w->rstage, true);
         if (err == HPE_OK)
             continue;
@@ -233,15 +253,20 @@ connect_failed(struct client *c, bool timeout)
     log_info("upstream %s/%s: connect %s, request id %s", conf_pool_name(failed->pool),
              failed->name, timeout ? "timed out" : "failed", c->request_id);
     server_failed(c, failed);
+    if (timeout)
+        COUNT(c, failed, timeouts);
+    else
+        COUNT(c, failed, connect_errors);
     struct evbuffer *pending = evbuffer_new();
     evbuffer_add_buffer(pending, bufferevent_get_output(c->up->bev));
     upstream_close(&c->up);
-    c->srv->w[c->w->id].inflight--;
-    c->inflight = false;
+    client_inflight(c, failed, false);
     uint32_t retries = c->ws->snap->pools[failed->pool].conf->retries;
     struct server *next = NULL;
     if (c->connect_tries <= retries)
         next = pick(c, failed->pool, failed);
+    if (next)
+        COUNT(c, next, retries);
     if (next && attach_server(c, next, pending, false, false)) {
         evbuffer_free(pending);
         if (c->read_paused) {
@@ -293,6 +318,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
         log_info("upstream %s/%s: no response within timeout, request id %s",
                  conf_pool_name(c->srv->pool), c->srv->name, c->request_id);
         server_failed(c, c->srv);
+        COUNT(c, c->srv, timeouts);
         client_fail(c, 504);
         return;
     }
@@ -305,6 +331,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
     if (c->resp_started && !c->resp_complete) {
         if (events & BEV_EVENT_EOF) {
             llhttp_finish(&u->parser);
+            c->bytes_out += evbuffer_get_length(c->w->rstage);
             sock_write_staged(c->bev, c->w->rstage, true);
             if (c->resp_complete) {
                 c->up_reusable = false;
@@ -312,6 +339,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
                 return;
             }
         }
+        c->upstream_cut = true;
         client_close(c); /* truncated: the client must see the cut */
         return;
     }
@@ -319,8 +347,8 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
         /* The server closed a kept-alive connection as we reused it: once more on a fresh one. */
         struct server *srv = c->srv;
         upstream_close(&c->up);
-        srv->w[c->w->id].inflight--;
-        c->inflight = false;
+        client_inflight(c, srv, false);
+        COUNT(c, srv, retries);
         c->retried = true;
         c->connect_tries = 0;
         if (attach_server(c, srv, NULL, true, false))

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "conf/xalloc.h"
+#include "proxy/stats.h"
 
 /* Reference counts: taking a reference needs one already held (the holder's own, or the
  * publisher's), so the object cannot go away meanwhile and the increment needs no ordering:
@@ -47,9 +48,12 @@ server_create(const struct conf_server *cs, enum pool_id pool, int nworkers,
     atomic_init(&srv->health, (int)health);
     atomic_init(&srv->admin, (int)ADMIN_READY);
     atomic_init(&srv->ejected_until_ms, 0);
+    atomic_init(&srv->consecutive_failures, 0);
+    atomic_init(&srv->eject_level, 0);
     atomic_init(&srv->removed, false);
     srv->nworkers = nworkers;
     srv->w = wslots_create(nworkers);
+    srv->stats = stats_blocks_create(nworkers);
     return srv;
 }
 
@@ -66,10 +70,39 @@ find_prev(const struct snapshot *prev, enum pool_id pool, const struct conf_serv
     return NULL;
 }
 
+/* Carries old's counters and histograms into srv, which replaces it for the same pool and name,
+ * so that what the control plane reads for that pool and name never goes backwards. Worker i's
+ * block goes to worker i's; when there are fewer workers now, the extra blocks fold into block
+ * 0 (readers only ever use the sum).
+ *
+ * The gauges (inflight, conns, tunnels) are not copied: the requests, connections and tunnels
+ * they count hold old, not srv, and decrement old's blocks when they end, so a copy in srv
+ * would never come back down. srv's gauges count what srv itself carries.
+ *
+ * Reads of old are relaxed: workers may still be updating it (requests that started on the
+ * previous snapshot); what lands on old after this copy stays with old. srv is not published
+ * yet, so no worker writes its blocks meanwhile. */
+static void
+carry_stats(struct server *srv, const struct server *old)
+{
+    struct stats_totals *t = xcalloc((size_t)srv->nworkers, sizeof(*t));
+
+    for (int i = 0; i < old->nworkers; i++)
+        stats_sum(&t[i < srv->nworkers ? i : 0], &old->stats[i]);
+    for (int i = 0; i < srv->nworkers; i++) {
+        t[i].inflight = 0;
+        t[i].conns = 0;
+        t[i].tunnels = 0;
+        stats_block_store(&srv->stats[i], &t[i]);
+    }
+    free(t);
+}
+
 /* The server for cs in the new snapshot: the previous one when nothing about it changed, so
  * its state, slots and idle connections carry over; a new one that copies the previous one's
- * health, admin and ejection state when only its weight (immutable in a server) or the
- * number of workers changed; else a new server starting at initial_health. */
+ * health, admin and ejection state and carries its counters over (carry_stats) when only its
+ * weight (immutable in a server) or the number of workers changed; else a new server starting
+ * at initial_health with zeroed counters. */
 static struct server *
 server_for(const struct conf_server *cs, const struct snapshot *prev, enum pool_id pool,
            int nworkers, enum health_state initial_health)
@@ -92,6 +125,7 @@ server_for(const struct conf_server *cs, const struct snapshot *prev, enum pool_
     atomic_store_explicit(&srv->ejected_until_ms,
                           atomic_load_explicit(&old->ejected_until_ms, memory_order_relaxed),
                           memory_order_relaxed);
+    carry_stats(srv, old);
     return srv;
 }
 
@@ -208,6 +242,7 @@ server_release(struct server **srvp)
         return;
     xfree(&srv->name);
     xfree(&srv->w);
+    stats_blocks_destroy(&srv->stats);
     free(srv);
 }
 

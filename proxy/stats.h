@@ -138,9 +138,9 @@ void stats_board_pool(const struct stats_board *b, enum pool_id pool, struct sta
  * hist_quantile() uses it; tests use it for the exact reference. */
 uint64_t hist_rank(uint64_t count, double q);
 
-/* The value hist_quantile() reports for a bucket: the value itself below 2 * HIST_SUB (where a
- * bucket holds one value), else the middle of [low, high]; for the open top bucket, the
- * middle of the width it would have. */
+/* The value hist_quantile() reports for a bucket: low + (high - low) / 2, which is the value
+ * itself where a bucket holds one value (below 2 * HIST_SUB us); for the open top bucket, the
+ * middle of the width it would have if it were closed. */
 uint64_t hist_bucket_mid(unsigned b);
 
 /* n blocks (n >= 1), 64-byte aligned, zeroed; aborts on allocation failure. Any thread. */

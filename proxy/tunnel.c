@@ -11,6 +11,7 @@
 #include "proxy/clock.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 
 static void on_client_read(struct bufferevent *bev, void *arg);
@@ -36,10 +37,11 @@ tunnel_start(struct client *c)
     c->state = CS_TUNNEL;
     evtimer_del(c->timer);
     /* The tunnel is a long-lived connection, not a request in flight. */
-    if (c->inflight) {
-        c->srv->w[c->w->id].inflight--;
-        c->inflight = false;
-    }
+    if (c->inflight)
+        client_inflight(c, c->srv, false);
+    stats_gauge(&client_pool_stats(c, c->pool)->tunnels, 1);
+    stats_gauge(&client_srv_stats(c, c->srv)->tunnels, 1);
+    c->tunnel_counted = true;
     struct timeval tv = clock_tv(conf->timeouts.tunnel_ms);
     bufferevent_setcb(c->bev, on_client_read, on_client_write, on_tunnel_event, c);
     bufferevent_setcb(c->up->bev, on_up_read, on_up_write, on_tunnel_event, c);

@@ -16,6 +16,7 @@
 #include "conf/xalloc.h"
 #include "proxy/clock.h"
 #include "proxy/log.h"
+#include "proxy/stats.h"
 #include "proxy/worker.h"
 
 #define UP_MAX_SINGLE_READ (64 * 1024)
@@ -69,6 +70,7 @@ upstream_connect(struct worker *w, struct server *srv, uint64_t connect_timeout_
     u->srv = server_ref(srv);
     u->w = w;
     srv->w[w->id].open_conns++;
+    stats_gauge(&srv->stats[w->id].conns, 1);
     struct timeval tv = clock_tv(connect_timeout_ms);
     bufferevent_set_timeouts(bev, NULL, &tv);
     if (bufferevent_socket_connect(bev, (struct sockaddr *)&srv->addr.ss, (int)srv->addr.len) ==
@@ -134,6 +136,7 @@ upstream_close(struct upconn **up)
     if (u->idle)
         list_remove(u);
     u->srv->w[u->w->id].open_conns--;
+    stats_gauge(&u->srv->stats[u->w->id].conns, -1);
     bufferevent_free(u->bev);
     server_release(&u->srv);
     free(u);

@@ -224,11 +224,12 @@ on_inbox(evutil_socket_t fd, short what, void *arg)
 }
 
 struct worker *
-worker_create(int id, int nworkers, const struct routing *routing, struct snapshot *snap,
-              const struct worker_socket *socks, size_t nsocks)
+worker_create(int id, int nworkers, const struct routing *routing, struct stats_board *board,
+              struct snapshot *snap, const struct worker_socket *socks, size_t nsocks)
 {
     struct worker *w = xcalloc(1, sizeof(*w));
     w->id = id;
+    w->board = board;
     w->nworkers = nworkers;
     w->routing = routing;
     w->cur = wsnap_create(snap);

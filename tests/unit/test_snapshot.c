@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "conf/xalloc.h"
+#include "proxy/stats.h"
 #include "tap.h"
 
 struct spec {
@@ -89,6 +90,51 @@ slots_zeroed(const struct server *s)
 }
 
 static int
+stats_zeroed(const struct server *s)
+{
+    const unsigned char *p = (const unsigned char *)s->stats;
+    size_t n = (size_t)s->nworkers * sizeof(*s->stats);
+
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0)
+            return 0;
+    return 1;
+}
+
+/* Worker w of srv served k requests: counters, gauges and k durations. */
+static void
+load_stats(struct server *srv, int w, uint64_t k)
+{
+    struct stats_block *b = &srv->stats[w];
+
+    stats_add(&b->requests, k);
+    stats_add(&b->responses[2], k - 1);
+    stats_add(&b->responses[5], 1);
+    stats_add(&b->upstream_failures, 2);
+    stats_add(&b->bytes_out, 100 * k);
+    stats_add(&b->ejections, 1);
+    stats_gauge(&b->inflight, 3);
+    stats_gauge(&b->conns, 4);
+    stats_gauge(&b->tunnels, 1);
+    for (uint64_t i = 0; i < k; i++)
+        hist_record(&b->latency, 1000 + 7 * i);
+}
+
+/* Whether the counters and histogram of a equal b's and a's gauges are zero. */
+static int
+counters_carried(const struct stats_totals *a, const struct stats_totals *b)
+{
+    struct stats_totals *x = xcalloc(1, sizeof(*x));
+    int same;
+
+    *x = *b;
+    x->inflight = x->conns = x->tunnels = 0;
+    same = memcmp(a, x, sizeof(*x)) == 0;
+    free(x);
+    return same;
+}
+
+static int
 srv_health(const struct server *s)
 {
     return atomic_load(&s->health);
@@ -133,7 +179,8 @@ test_create(void)
                 srv->pool != (enum pool_id)p || srv_health(srv) != HEALTH_UNKNOWN ||
                 srv_admin(srv) != ADMIN_READY || atomic_load(&srv->ejected_until_ms) != 0 ||
                 atomic_load(&srv->removed) || srv_refs(srv) != 1 || srv->nworkers != 4 ||
-                ((uintptr_t)srv->w % 64) != 0 || !slots_zeroed(srv)) {
+                ((uintptr_t)srv->w % 64) != 0 || !slots_zeroed(srv) || srv->stats == NULL ||
+                ((uintptr_t)srv->stats % 64) != 0 || !stats_zeroed(srv)) {
                 bad++;
                 diag("pool %d server %zu does not match its conf", p, i);
             }
@@ -141,7 +188,9 @@ test_create(void)
         if (pool->total_weight != tw)
             bad++;
     }
-    ok(bad == 0, "pools and servers match the conf (names copied, addr, weight, state, slots)");
+    ok(bad == 0,
+       "pools and servers match the conf (names copied, addr, weight, state, slots, zeroed "
+       "aligned stats blocks)");
     ok(s->pools[POOL_BLUE].total_weight == 3 && s->pools[POOL_GREEN].total_weight == 2,
        "total weights 3 and 2");
     ok(snapshot_find_server(s, POOL_BLUE, "b2") == s->pools[POOL_BLUE].servers[1],
@@ -164,6 +213,8 @@ test_reload(void)
     struct server *g2 = snapshot_find_server(s1, POOL_GREEN, "g2");
     struct snapshot *s2, *s3;
     struct server *n_b1, *n_b3, *n_g1, *n_g2;
+    struct stats_totals *t_old = xcalloc(1, sizeof(*t_old)), *t_new = xcalloc(1, sizeof(*t_new));
+    struct stats_block *b1_stats = b1->stats;
 
     atomic_store(&b1->health, HEALTH_UP);
     atomic_store(&b1->admin, ADMIN_DRAIN);
@@ -174,6 +225,11 @@ test_reload(void)
     atomic_store(&g1->admin, ADMIN_MAINT);
     atomic_store(&g1->ejected_until_ms, 999);
     atomic_store(&g2->health, HEALTH_UP);
+    load_stats(b1, 0, 5);
+    load_stats(b1, 3, 2);
+    load_stats(g1, 1, 10);
+    load_stats(g1, 2, 4);
+    load_stats(g2, 0, 6);
 
     s2 = snapshot_create(mkconf(blue2, N(blue2), green2, N(green2)), s1, 4, HEALTH_DOWN);
     n_b1 = snapshot_find_server(s2, POOL_BLUE, "b1");
@@ -197,6 +253,26 @@ test_reload(void)
            atomic_load(&n_g1->ejected_until_ms) == 999,
        "weight change copies health, admin and ejection state");
     ok(slots_zeroed(n_g1) && ((uintptr_t)n_g1->w % 64) == 0, "weight change: fresh slots");
+    ok(n_b1->stats == b1_stats, "kept server keeps its stats blocks (pointer-identical)");
+    ok(n_b3->stats != NULL && ((uintptr_t)n_b3->stats % 64) == 0 && stats_zeroed(n_b3),
+       "added server: zeroed, aligned stats blocks");
+    stats_sum_blocks(t_old, g1->stats, g1->nworkers);
+    stats_sum_blocks(t_new, n_g1->stats, n_g1->nworkers);
+    ok(n_g1->stats != g1->stats && t_old->requests == 14 && counters_carried(t_new, t_old),
+       "weight change: counters and histogram copied into the new server");
+    ok(t_new->inflight == 0 && t_new->conns == 0 && t_new->tunnels == 0 && t_old->inflight == 6,
+       "weight change: gauges start at 0 (what they count ends on the old server)");
+    {
+        struct stats_totals *w1 = xcalloc(1, sizeof(*w1));
+        stats_sum_blocks(w1, &n_g1->stats[1], 1);
+        ok(w1->requests == 10 && w1->latency.count == 10,
+           "weight change, same workers: worker 1's block goes to worker 1's");
+        free(w1);
+    }
+    stats_sum_blocks(t_old, g1->stats, g1->nworkers);
+    ok(t_old->requests == 14 && t_old->inflight == 6,
+       "weight change: old server's stats untouched");
+    ok(stats_zeroed(n_g2), "address change: a new server with zeroed stats");
     ok(n_g2 != NULL && n_g2 != g2 && srv_health(n_g2) == HEALTH_DOWN &&
            strcmp(n_g2->addr.text, "10.0.2.2:8001") == 0,
        "address change: a new server at initial_health");
@@ -221,6 +297,25 @@ test_reload(void)
         ok(s3->serial == 3 && x_b1 != b1 && x_b1->nworkers == 8 && srv_health(x_b1) == HEALTH_UP &&
                srv_admin(x_b1) == ADMIN_DRAIN,
            "worker count change: new servers with copied state");
+        stats_sum_blocks(t_old, b1->stats, b1->nworkers);
+        stats_sum_blocks(t_new, x_b1->stats, x_b1->nworkers);
+        ok(t_old->requests == 7 && counters_carried(t_new, t_old),
+           "worker count change (4 -> 8): counters and histogram carried");
+    }
+    /* Fewer workers: the extra blocks fold into block 0. */
+    {
+        struct snapshot *s5 =
+            snapshot_create(mkconf(blue2, N(blue2), green2, N(green2)), s2, 2, HEALTH_UNKNOWN);
+        struct server *y_b1 = snapshot_find_server(s5, POOL_BLUE, "b1");
+        struct stats_totals *w0 = xcalloc(1, sizeof(*w0));
+
+        stats_sum_blocks(t_old, b1->stats, b1->nworkers);
+        stats_sum_blocks(t_new, y_b1->stats, y_b1->nworkers);
+        stats_sum_blocks(w0, &y_b1->stats[0], 1);
+        ok(y_b1->nworkers == 2 && counters_carried(t_new, t_old) && w0->requests == 7,
+           "worker count change (4 -> 2): worker 3's block folds into block 0");
+        free(w0);
+        snapshot_release(&s5);
     }
     /* Same conf again, same workers: everything is shared. */
     {
@@ -247,6 +342,8 @@ test_reload(void)
        "after releasing s2: b1 still alive on our ref");
     server_release(&b1);
     ok(b1 == NULL, "server_release clears the pointer");
+    free(t_old);
+    free(t_new);
 }
 
 static void
