@@ -19,6 +19,9 @@
 #include "proxy/snapshot.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
+#include "control/health.h"
+#include "control/measure.h"
+#include "proxy/accesslog.h"
 #include "proxy/worker.h"
 
 #define WATCH_MS 20
@@ -28,6 +31,14 @@ struct daemon {
     struct event_base *base;
     struct routing routing;
     struct stats_board *board; /* owned: per-pool counters, outlive reloads */
+    struct measure *measure;   /* owned: one sample per second, 5 minutes of history */
+    struct health *health;     /* owned: active checks (libcurl multi on this base) */
+    struct accesslog *alog;    /* owned; NULL without log.access */
+    struct worker_socket *socks; /* owned: nworkers x nlisten, bound; adopted by the workers */
+    size_t nsocks;
+    bool started;              /* workers running (after the first round of checks) */
+    bool failed;               /* start-up failed after the loop began */
+    struct event *sample_ev;   /* owned: the 1 s sampling timer */
     struct snapshot *snap; /* ref: the published snapshot */
     struct worker *workers[MAX_WORKERS];
     int nworkers;
@@ -90,7 +101,11 @@ reload(struct daemon *d)
         if (log_open(nc->log.level, nc->log.error) == -1)
             log_error("reload: cannot open log %s: %s", nc->log.error, strerror(errno));
     log_set_level(nc->log.level);
-    struct snapshot *ns = snapshot_create(nc, d->snap, d->nworkers, HEALTH_UP);
+    if (nc->log.access == NULL ? oc->log.access != NULL
+                               : (oc->log.access == NULL || strcmp(nc->log.access, oc->log.access)))
+        log_warn("reload: a log.access change takes effect at the next restart");
+    struct snapshot *ns = snapshot_create(nc, d->snap, d->nworkers, HEALTH_UNKNOWN);
+    health_set_snapshot(d->health, ns);
     for (int i = 0; i < d->nworkers; i++)
         worker_post_snapshot(d->workers[i], snapshot_ref(ns));
     snapshot_mark_removed(d->snap, ns);
@@ -98,6 +113,30 @@ reload(struct daemon *d)
     d->snap = ns;
     log_info("configuration reloaded from %s (serial %llu)", d->conf_path,
              (unsigned long long)ns->serial);
+}
+
+static void
+on_health_change(void *arg, const struct server *srv, enum health_state from,
+                 enum health_state to, const char *reason)
+{
+    log_msg(to == HEALTH_DOWN ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "health: %s/%s %s -> %s: %s",
+            conf_pool_name(srv->pool), srv->name, health_state_name(from), health_state_name(to),
+            reason);
+}
+
+static void start_workers(struct daemon *d);
+
+static void
+on_first_round(void *arg)
+{
+    start_workers(arg);
+}
+
+static void
+on_sample(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    measure_sample(d->measure, clock_ms(), d->snap);
 }
 
 static void
@@ -135,6 +174,11 @@ stop(struct daemon *d)
         return;
     }
     d->stopping = true;
+    if (!d->started) {
+        /* Still in the first round of checks: nothing to drain. */
+        event_base_loopexit(d->base, NULL);
+        return;
+    }
     d->stop_deadline_ms = clock_ms() + d->snap->conf->timeouts.shutdown_ms;
     log_info("shutdown: draining (up to %llu ms)",
              (unsigned long long)d->snap->conf->timeouts.shutdown_ms);
@@ -162,6 +206,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
             log_error("cannot reopen the log: %s", strerror(errno));
         else
             log_info("log reopened");
+        if (d->alog && accesslog_reopen(d->alog) == -1)
+            log_error("cannot reopen the access log: %s", strerror(errno));
         break;
     default:
         break;
@@ -177,7 +223,7 @@ open_sockets(struct daemon *d, struct worker_socket *socks)
         const struct conf_listen *l = &conf->listen[i];
         unsigned port = 0;
         for (int j = 0; j < d->nworkers; j++) {
-            int fd = sock_listen(&l->addr, port, err, sizeof(err));
+            int fd = sock_bind(&l->addr, port, err, sizeof(err));
             if (fd == -1) {
                 log_error("listen: %s", err);
                 return -1;
@@ -209,13 +255,63 @@ log_listening(const struct conf *conf, const struct worker_socket *socks)
     }
 }
 
+/* After the first round of health checks: open the listeners and start the workers. */
+static void
+start_workers(struct daemon *d)
+{
+    if (d->started || d->stopping)
+        return;
+    const struct conf *conf = d->snap->conf;
+    size_t per = conf->nlisten;
+    for (size_t i = 0; i < d->nsocks; i++) {
+        if (sock_start(d->socks[i].fd) == -1) {
+            log_error("listen: %s", strerror(errno));
+            event_base_loopexit(d->base, NULL);
+            return;
+        }
+    }
+    /* Workers block every signal: the main thread's event_base handles them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    bool ok = true;
+    for (int j = 0; j < d->nworkers; j++) {
+        d->workers[j] = worker_create(j, d->nworkers, &d->routing, d->board, d->alog,
+                                      snapshot_ref(d->snap), &d->socks[(size_t)j * per], per);
+        for (size_t i = 0; i < per; i++)
+            d->socks[(size_t)j * per + i].fd = -1; /* adopted (or closed) by the worker */
+        if (d->workers[j] == NULL || worker_start(d->workers[j]) == -1) {
+            log_error("cannot start worker %d", j);
+            ok = false;
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!ok) {
+        for (int j = 0; j < d->nworkers; j++)
+            if (d->workers[j])
+                worker_post_stop(d->workers[j]);
+        d->failed = true;
+        event_base_loopexit(d->base, NULL);
+        return;
+    }
+    d->started = true;
+    log_info("switchyard %s started: %d worker%s, live %s, standby %u.%02u%%", SWITCHYARD_VERSION,
+             d->nworkers, d->nworkers == 1 ? "" : "s", conf_pool_name(conf->routing.live),
+             conf->routing.standby_bp / 100, conf->routing.standby_bp % 100);
+    struct worker_socket first[64];
+    for (size_t i = 0; i < per && i < 64; i++) {
+        first[i] = (struct worker_socket){.fd = -1, .route_to = conf->listen[i].route_to};
+        first[i].fd = evconnlistener_get_fd(d->workers[0]->listeners[i].lev);
+    }
+    log_listening(conf, first);
+}
+
 int
 daemon_run(struct conf *conf)
 {
     struct daemon d = {0};
     int status = 1;
-    struct worker_socket *socks = NULL;
-    size_t nsocks = 0;
 
     d.conf_path = xstrdup(conf->path);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -226,80 +322,70 @@ daemon_run(struct conf *conf)
     signal(SIGPIPE, SIG_IGN);
     routing_init(&d.routing, conf->routing.live, conf->routing.standby_bp, 0, 1);
     d.board = stats_board_create(d.nworkers);
-    d.snap = snapshot_create(conf, NULL, d.nworkers, HEALTH_UP);
+    d.snap = snapshot_create(conf, NULL, d.nworkers, HEALTH_UNKNOWN);
     conf = NULL;
 
-    nsocks = d.snap->conf->nlisten * (size_t)d.nworkers;
-    socks = xcalloc(nsocks, sizeof(*socks));
-    for (size_t i = 0; i < nsocks; i++)
-        socks[i].fd = -1;
-    if (open_sockets(&d, socks) == -1)
+    d.nsocks = d.snap->conf->nlisten * (size_t)d.nworkers;
+    d.socks = xcalloc(d.nsocks, sizeof(*d.socks));
+    for (size_t i = 0; i < d.nsocks; i++)
+        d.socks[i].fd = -1;
+    if (open_sockets(&d, d.socks) == -1)
         goto out;
+    if (d.snap->conf->log.access) {
+        char err[256];
+        d.alog = accesslog_open(d.snap->conf->log.access, d.nworkers, err, sizeof(err));
+        if (d.alog == NULL) {
+            log_error("access log: %s", err);
+            goto out;
+        }
+    }
 
     d.base = event_base_new();
     if (d.base == NULL) {
         log_error("cannot create the main event base");
         goto out;
     }
+    d.measure = measure_create(d.board);
+    d.sample_ev = event_new(d.base, -1, EV_PERSIST, on_sample, &d);
+    {
+        struct timeval one = {1, 0};
+        event_add(d.sample_ev, &one);
+    }
     const int sigs[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (int i = 0; i < 4; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
         evsignal_add(d.signals[i], NULL);
     }
-
-    /* Workers block every signal: the main thread's event_base handles them. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    size_t per = d.snap->conf->nlisten;
-    bool started = true;
-    for (int j = 0; j < d.nworkers; j++) {
-        d.workers[j] = worker_create(j, d.nworkers, &d.routing, d.board, snapshot_ref(d.snap),
-                                     &socks[(size_t)j * per], per);
-        for (size_t i = 0; i < per; i++)
-            socks[(size_t)j * per + i].fd = -1; /* adopted (or closed) by the worker */
-        if (d.workers[j] == NULL || worker_start(d.workers[j]) == -1) {
-            log_error("cannot start worker %d", j);
-            started = false;
-            break;
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!started) {
-        for (int j = 0; j < d.nworkers; j++)
-            if (d.workers[j])
-                worker_post_stop(d.workers[j]);
+    d.health = health_create(d.base, on_health_change, &d);
+    if (d.health == NULL) {
+        log_error("cannot start the health checker (libcurl)");
         goto out;
     }
+    /* Servers start unknown; the listeners open after the first round of checks. */
+    health_set_snapshot(d.health, d.snap);
+    health_first_round(d.health, on_first_round, &d);
 
-    log_info("switchyard %s started: %d worker%s, live %s, standby %u.%02u%%", SWITCHYARD_VERSION,
-             d.nworkers, d.nworkers == 1 ? "" : "s", conf_pool_name(d.snap->conf->routing.live),
-             d.snap->conf->routing.standby_bp / 100, d.snap->conf->routing.standby_bp % 100);
-    /* Sockets were listening since open_sockets; the workers now accept on them. */
-    {
-        struct worker_socket first[64];
-        for (size_t i = 0; i < per && i < 64; i++) {
-            first[i] = (struct worker_socket){.fd = -1, .route_to = d.snap->conf->listen[i].route_to};
-            first[i].fd = evconnlistener_get_fd(d.workers[0]->listeners[i].lev);
-        }
-        log_listening(d.snap->conf, first);
-    }
     event_base_dispatch(d.base);
-    status = 0;
+    status = d.failed ? 1 : 0;
     log_info("stopped");
 
 out:
     for (int j = 0; j < d.nworkers; j++)
         worker_destroy(&d.workers[j]);
-    for (size_t i = 0; socks && i < nsocks; i++)
-        if (socks[i].fd != -1)
-            close(socks[i].fd);
-    free(socks);
+    health_destroy(&d.health);
+    accesslog_close(&d.alog);
+    for (size_t i = 0; d.socks && i < d.nsocks; i++)
+        if (d.socks[i].fd != -1)
+            close(d.socks[i].fd);
+    free(d.socks);
     for (int i = 0; i < 4; i++)
         if (d.signals[i])
             event_free(d.signals[i]);
     if (d.watch_ev)
         event_free(d.watch_ev);
+    if (d.sample_ev)
+        event_free(d.sample_ev);
+    measure_destroy(&d.measure);
     if (d.base)
         event_base_free(d.base);
     snapshot_release(&d.snap);

@@ -17,6 +17,7 @@
 
 #include "conf/xalloc.h"
 #include "proxy/clock.h"
+#include "proxy/accesslog.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
@@ -146,15 +147,43 @@ status_class(int status)
 
 /* Counts a finished exchange once: the status class, latency, bytes, cut responses. */
 static void
+exchange_log(struct client *c, int status, uint64_t us)
+{
+    const struct http_head *h = &c->rf.head;
+    bool have_target = h->url_len > 0;
+    const char *method = have_target ? reqframe_method(&c->rf) : NULL;
+    struct accesslog_entry e = {
+        .client = (const struct sockaddr *)&c->peer,
+        .method = method,
+        .method_len = method ? strlen(method) : 0,
+        .target = have_target ? h->buf + h->url_off : NULL,
+        .target_len = h->url_len,
+        .status = status,
+        .bytes_in = c->bytes_in,
+        .bytes_out = c->bytes_out,
+        .duration_us = us,
+        .pool = c->routed ? conf_pool_name(c->pool) : NULL,
+        .server = c->acct_srv ? c->acct_srv->name : NULL,
+        .request_id = c->request_id[0] ? c->request_id : NULL,
+        .request_id_len = strlen(c->request_id),
+        .generation = c->generation,
+        .bucket = c->bucket,
+    };
+    accesslog_write(c->w->alog, c->w->id, &e);
+}
+
+static void
 exchange_account(struct client *c)
 {
-    if (c->accounted || c->ws == NULL || !c->routed)
+    if (c->accounted || c->ws == NULL)
         return;
     c->accounted = true;
     int status = c->local_status ? c->local_status : c->resp_status;
-    if (status == 101)
-        return; /* a tunnel: counted as a tunnel, not a response */
     uint64_t us = clock_us() - c->started_us;
+    if (c->w->alog && (status || c->routed))
+        exchange_log(c, status, us);
+    if (!c->routed || status == 101)
+        return; /* no pool to count for; a tunnel counts as a tunnel, not a response */
     struct stats_block *blocks[2] = {client_pool_stats(c, c->pool),
                                      c->acct_srv ? client_srv_stats(c, c->acct_srv) : NULL};
     for (int i = 0; i < 2; i++) {

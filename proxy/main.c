@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <event2/thread.h>
 
 #include "conf/conf.h"
@@ -86,5 +87,13 @@ main(int argc, char **argv)
         conf_destroy(&conf);
         return 1;
     }
-    return daemon_run(conf);
+    /* libcurl's global state (health checks) is set up once, before any thread exists. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "switchyard: libcurl initialisation failed\n");
+        conf_destroy(&conf);
+        return 1;
+    }
+    int status = daemon_run(conf);
+    curl_global_cleanup();
+    return status;
 }

@@ -98,6 +98,16 @@ void server_release(struct server **srv);
  * Any thread. */
 bool server_usable(const struct server *srv, uint64_t now_ms);
 
+/* Sets a server's admin state (DESIGN §5): drain takes no new requests (in-flight ones and
+ * tunnels finish), maint takes none and is not health-checked. The internal API the control
+ * socket calls. Main thread; workers see it on their next pick (relaxed is enough: a request
+ * picked a moment before the change finishes like any in-flight one). */
+static inline void
+server_set_admin(struct server *srv, enum admin_state st)
+{
+    atomic_store_explicit(&srv->admin, (int)st, memory_order_relaxed);
+}
+
 /* Finds a server by pool and name; NULL when absent. */
 struct server *snapshot_find_server(const struct snapshot *s, enum pool_id pool, const char *name);
 

@@ -15,7 +15,27 @@
 #define LISTEN_BACKLOG 4096
 
 int
+sock_start(int fd)
+{
+    return listen(fd, LISTEN_BACKLOG);
+}
+
+int
 sock_listen(const struct conf_addr *addr, unsigned port, char *err, size_t errlen)
+{
+    int fd = sock_bind(addr, port, err, errlen);
+    if (fd == -1)
+        return -1;
+    if (sock_start(fd) == -1) {
+        snprintf(err, errlen, "%s: listen: %s", addr->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int
+sock_bind(const struct conf_addr *addr, unsigned port, char *err, size_t errlen)
 {
     struct sockaddr_storage ss = addr->ss;
     if (port) {
@@ -40,11 +60,6 @@ sock_listen(const struct conf_addr *addr, unsigned port, char *err, size_t errle
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, addr->len) == -1) {
         snprintf(err, errlen, "%s: bind: %s", addr->text, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (listen(fd, LISTEN_BACKLOG) == -1) {
-        snprintf(err, errlen, "%s: listen: %s", addr->text, strerror(errno));
         close(fd);
         return -1;
     }

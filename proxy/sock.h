@@ -13,6 +13,14 @@
  * with a message in err. */
 int sock_listen(const struct conf_addr *addr, unsigned port, char *err, size_t errlen);
 
+/* Like sock_listen() without the listen(): the address is taken (port conflicts show now) but
+ * no connection is accepted into a backlog until sock_start() (listeners open after the first
+ * round of health checks). */
+int sock_bind(const struct conf_addr *addr, unsigned port, char *err, size_t errlen);
+
+/* listen() on a socket from sock_bind(). 0 ok, -1 with errno. */
+int sock_start(int fd);
+
 struct bufferevent;
 struct evbuffer;
 

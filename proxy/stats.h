@@ -17,8 +17,8 @@
 
 /* Log-linear histogram of durations in microseconds: values below 16 us have a bucket each;
  * above, every power of two is split into 16 linear sub-buckets, so a bucket is at most 1/16
- * (6.25%) wide and its midpoint is within 3.2% of any value in it. The top bucket collects
- * everything from 2^31 us (about 36 minutes) up. */
+ * (6.25%) wide and its midpoint is within 3.2% of any value in it. The last bucket is open: it
+ * collects everything from 2^31 + 15 * 2^27 us (about 67 minutes) up. */
 #define HIST_SUB_BITS 4
 #define HIST_SUB (1u << HIST_SUB_BITS)
 #define HIST_MAX_EXP 31

@@ -15,6 +15,7 @@
 #include <event2/listener.h>
 
 #include "conf/xalloc.h"
+#include "proxy/accesslog.h"
 #include "proxy/client.h"
 #include "proxy/log.h"
 #include "proxy/upstream.h"
@@ -204,6 +205,13 @@ start_drain(struct worker *w)
 }
 
 static void
+on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    accesslog_flush(w->alog, w->id);
+}
+
+static void
 on_inbox(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -225,11 +233,13 @@ on_inbox(evutil_socket_t fd, short what, void *arg)
 
 struct worker *
 worker_create(int id, int nworkers, const struct routing *routing, struct stats_board *board,
-              struct snapshot *snap, const struct worker_socket *socks, size_t nsocks)
+              struct accesslog *alog, struct snapshot *snap, const struct worker_socket *socks,
+              size_t nsocks)
 {
     struct worker *w = xcalloc(1, sizeof(*w));
     w->id = id;
     w->board = board;
+    w->alog = alog;
     w->nworkers = nworkers;
     w->routing = routing;
     w->cur = wsnap_create(snap);
@@ -244,6 +254,11 @@ worker_create(int id, int nworkers, const struct routing *routing, struct stats_
     w->rstage = evbuffer_new();
     w->inbox_ev = event_new(w->base, -1, 0, on_inbox, w);
     w->resume_ev = evtimer_new(w->base, on_resume, w);
+    if (alog) {
+        w->flush_ev = event_new(w->base, -1, EV_PERSIST, on_flush, w);
+        struct timeval one = {1, 0};
+        event_add(w->flush_ev, &one);
+    }
     w->listeners = xcalloc(nsocks ? nsocks : 1, sizeof(*w->listeners));
     w->nlisteners = nsocks;
     for (size_t i = 0; i < nsocks; i++) {
@@ -274,6 +289,8 @@ run(void *arg)
     while (!TAILQ_EMPTY(&w->clients))
         client_close(TAILQ_FIRST(&w->clients));
     close_all_idle(w);
+    if (w->alog)
+        accesslog_flush(w->alog, w->id);
     atomic_store_explicit(&w->done, true, memory_order_release);
     return NULL;
 }
@@ -333,6 +350,8 @@ worker_destroy(struct worker **wp)
         event_free(w->inbox_ev);
     if (w->resume_ev)
         event_free(w->resume_ev);
+    if (w->flush_ev)
+        event_free(w->flush_ev);
     while (w->retired) {
         struct wsnap *ws = w->retired;
         w->retired = ws->next;

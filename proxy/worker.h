@@ -20,6 +20,7 @@
 struct client;
 struct evbuffer;
 struct stats_board;
+struct accesslog;
 
 /* A worker's hold on a snapshot. Requests of this worker count themselves in `users` (a plain
  * counter: only this worker touches it), so the request path takes no atomic reference. */
@@ -50,6 +51,8 @@ struct worker {
     struct event_base *base;            /* owned */
     const struct routing *routing;      /* borrowed (lives while the daemon does) */
     struct stats_board *board;          /* borrowed (lives while the daemon does) */
+    struct accesslog *alog;             /* borrowed (lives while the daemon does); may be NULL */
+    struct event *flush_ev;             /* owned: hands the access log buffer over every second */
     struct worker_listener *listeners;  /* owned: nlisteners */
     size_t nlisteners;
     struct wsnap *cur;                  /* owned: the snapshot new requests use */
@@ -78,8 +81,9 @@ struct worker {
 /* Makes a worker with its sockets (adopted: closed by the worker) and a snapshot ref. Main
  * thread. */
 struct worker *worker_create(int id, int nworkers, const struct routing *routing,
-                             struct stats_board *board, struct snapshot *snap,
-                             const struct worker_socket *socks, size_t nsocks);
+                             struct stats_board *board, struct accesslog *alog,
+                             struct snapshot *snap, const struct worker_socket *socks,
+                             size_t nsocks);
 
 /* Starts the thread. 0 ok, -1 failure. Main thread. */
 int worker_start(struct worker *w);
