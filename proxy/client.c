@@ -424,7 +424,8 @@ route_request(struct client *c, const struct conf *conf)
     const struct conf_sticky *st = &conf->routing.sticky;
     uint32_t bucket = 0;
     bool have = false;
-    if (st->cookie_name && st->by != STICKY_NONE) {
+    /* DESIGN §3: a valid sticky cookie decides, whatever sticky.by says. */
+    if (st->cookie_name) {
         for (uint32_t i = 0; i < c->rf.head.nfields && !have; i++) {
             const struct http_field *f = &c->rf.head.fields[i];
             if (f->name_len != 6 || strncasecmp(http_field_name(&c->rf.head, f), "Cookie", 6) != 0)

@@ -535,7 +535,6 @@ test_stalled_writer(void)
     const long total = 20000;
     double t0, el;
     uint64_t dropped;
-    double deadline;
 
     snprintf(path, sizeof(path), "%s/fifo", tmpdir);
     mkfifo(path, 0600);
@@ -557,12 +556,7 @@ test_stalled_writer(void)
 
     pthread_create(&rt, NULL, reader_main, &r);
     /* Let the reader start draining, then close (which writes what is left). */
-    deadline = now_ms() + 5000;
-    while (now_ms() < deadline) {
-        usleep(5000);
-        if (r.len > 0)
-            break;
-    }
+    usleep(50000);
     accesslog_close(&l);
     pthread_join(rt, NULL);
     close(r.fd);
