@@ -445,6 +445,9 @@ http_write_error(struct http_buf *out, int status, const char *request_id)
 {
     char body[256];
     int blen;
+    /* Ids are at most 128 bytes (http_request_id_sane); never trust that with a fixed buffer. */
+    if (request_id && strlen(request_id) > 128)
+        request_id = NULL;
     if (request_id && status >= 500)
         blen = snprintf(body, sizeof(body), "%d %s\nrequest id: %s\n", status, http_reason(status),
                         request_id);

@@ -122,7 +122,8 @@ struct http_request_out {
     const char *request_id;  /* the id to send */
     const char *strip;       /* a field to drop (the preview header), or NULL */
     bool upgrade;            /* keep Upgrade and send Connection: upgrade */
-    bool chunked;            /* the body is re-chunked: send Transfer-Encoding */
+    bool chunked;            /* the body is chunked (the client's single, chunked-final
+                              * Transfer-Encoding field passes through; we re-chunk) */
 };
 
 /* Writes the request head for the upstream: request line (always HTTP/1.1), the fields of h in
