@@ -37,7 +37,8 @@ struct hsrv {
     uint64_t checks;
     bool checked;
     bool in_flight;
-    bool fresh; /* made by the current set_snapshot: first check due */
+    bool fresh;      /* made by the current set_snapshot: first check due */
+    uint64_t due_ms; /* when the check in flight (or the next one) was due to start */
     uint64_t start_ms, last_ms;
     uint32_t last_duration_ms;
     uint64_t next_gap_ms; /* the gap after the next check only (spreads a batch), 0 = interval */
@@ -56,15 +57,15 @@ struct hsock {
 };
 
 struct health {
-    struct event_base *base; /* borrowed (outlives the checker) */
-    CURLM *multi;            /* owned */
+    struct event_base *base;  /* borrowed (outlives the checker) */
+    CURLM *multi;             /* owned */
     struct event *curl_timer; /* owned: libcurl's single timeout */
     health_change_fn fn;
     void *arg;
     struct snapshot *snap; /* ref */
     struct hsrv **srvs;    /* owned array of owned entries */
     size_t nsrvs;
-    struct hsock *socks;   /* owned list */
+    struct hsock *socks; /* owned list */
     health_done_fn first_done;
     void *first_arg;
     struct event *first_ev; /* owned */
@@ -126,7 +127,8 @@ on_sock_event(evutil_socket_t fd, short what, void *arg)
 {
     struct hsock *hk = arg;
     struct health *h = hk->h; /* hk may be freed by the call below */
-    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int flags =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
 
     curl_multi_socket_action(h->multi, fd, flags, &running);
@@ -220,6 +222,7 @@ static void
 arm(struct hsrv *hs, uint64_t delay_ms)
 {
     struct timeval tv = ms_tv(delay_ms);
+    hs->due_ms = now_ms() + delay_ms;
     evtimer_add(hs->timer, &tv);
 }
 
@@ -263,8 +266,7 @@ build_request(struct hsrv *hs)
     }
 }
 
-static void
-result(struct hsrv *hs, bool pass, const char *reason);
+static void result(struct hsrv *hs, bool pass, const char *reason);
 
 /* Starts a check; its result arrives through check_done(). */
 static void
@@ -305,23 +307,25 @@ on_check_timer(evutil_socket_t fd, short what, void *arg)
 
 static void first_round_check(struct health *h);
 
-/* Counts a result, runs the rise/fall state machine and schedules the next check: checks start
- * every interval from the previous start, so a server that dies is down at most
- * fall × interval + timeout later. */
+/* Counts a result, runs the rise/fall state machine and schedules the next check: checks are
+ * due every interval from when the previous one was due (timer lateness does not add up), so a
+ * server that dies is down at most fall × interval + timeout later. */
 static void
 result(struct hsrv *hs, bool pass, const char *reason)
 {
     struct health *h = hs->h;
     uint64_t now = now_ms();
     uint64_t gap = hs->next_gap_ms ? hs->next_gap_ms : hs->hc->interval_ms;
-    uint64_t due = hs->start_ms + gap;
+    uint64_t due = hs->due_ms + gap;
     enum health_state from = hs->state, to = hs->state;
 
     hs->in_flight = false;
     hs->next_gap_ms = 0;
     arm(hs, due > now ? due - now : 0);
-    if (in_maint(hs))
-        return; /* not checked in maintenance: the result is not counted */
+    if (in_maint(hs)) {
+        first_round_check(h); /* a server in maintenance is not waited for */
+        return;               /* nor is its result counted: it is not checked */
+    }
 
     hs->checks++;
     hs->last_ms = now;
@@ -365,9 +369,8 @@ finish(struct hsrv *hs, CURLcode rc)
             snprintf(reason, sizeof(reason), "status %ld", status);
             result(hs, false, reason);
         } else if (hc->body_contains != NULL &&
-                   (!hs->collect_body ||
-                    memmem(hs->body, hs->body_len, hc->body_contains, strlen(hc->body_contains)) ==
-                        NULL)) {
+                   (!hs->collect_body || memmem(hs->body, hs->body_len, hc->body_contains,
+                                                strlen(hc->body_contains)) == NULL)) {
             result(hs, false, "body mismatch");
         } else {
             result(hs, true, NULL);
@@ -425,7 +428,10 @@ hsrv_create(struct health *h, struct server *srv, const struct conf_health *hc)
     hs->h = h;
     hs->srv = srv;
     hs->hc = hc;
-    hs->state = (enum health_state)atomic_load_explicit(&srv->health, memory_order_relaxed);
+    /* DESIGN §5: a server starts unknown (no traffic) whatever it was created with; its first
+     * result decides. Relaxed, as every store of health (see result()). */
+    hs->state = HEALTH_UNKNOWN;
+    atomic_store_explicit(&srv->health, (int)HEALTH_UNKNOWN, memory_order_relaxed);
     hs->easy = curl_easy_init();
     if (hs->easy == NULL)
         abort(); /* out of memory, like xmalloc */
@@ -646,6 +652,7 @@ health_check_now(struct health *h, const struct server *srv)
         return -1;
     if (!hs->in_flight) {
         evtimer_del(hs->timer);
+        hs->due_ms = now_ms();
         start_check(hs);
     }
     return 0;

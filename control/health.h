@@ -56,11 +56,10 @@ struct health *health_create(struct event_base *base, health_change_fn fn, void 
  * A server of the previous snapshot that is still there — the same struct server, or one with
  * the same pool, name and address (a weight change makes a new struct server) — keeps its
  * state, counters, schedule and any check in flight (restarted when its pool's path, host,
- * expect, body or timeout changed); a new server is checked right away (a batch of new servers
- * then spreads its checks over the interval); a server that is gone stops being checked (a
- * check in flight is cancelled). A new server starts in the state server->health has (a new
- * server is normally HEALTH_UNKNOWN: snapshot_create()'s initial_health), so its first result
- * decides. Main thread; not from a health_change_fn. */
+ * expect, body or timeout changed); a server new to the checker is set to HEALTH_UNKNOWN (no
+ * change callback for that) and checked right away, and its first result decides (a batch of
+ * new servers then spreads its later checks over the interval); a server that is gone stops
+ * being checked (a check in flight is cancelled). Main thread; not from a health_change_fn. */
 void health_set_snapshot(struct health *h, struct snapshot *snap);
 
 /* Calls done(arg) once every server not in maintenance has a first result, or when the largest

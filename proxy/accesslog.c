@@ -37,11 +37,11 @@ struct albuf {
  * a few pointer moves. Aligned so that two workers never share a cache line. */
 struct alworker {
     _Alignas(64) pthread_mutex_t lock;
-    struct albuf *cur;                 /* owned: being filled (worker only) */
-    struct albuf *q_head, *q_tail;     /* owned: full buffers for the writer (lock) */
-    struct albuf *free_list;           /* owned: written buffers to refill (lock) */
-    unsigned outstanding;              /* queued + being written by the writer (lock) */
-    atomic_uint_fast64_t dropped;      /* written by the worker only; read by anyone */
+    struct albuf *cur;             /* owned: being filled (worker only) */
+    struct albuf *q_head, *q_tail; /* owned: full buffers for the writer (lock) */
+    struct albuf *free_list;       /* owned: written buffers to refill (lock) */
+    unsigned outstanding;          /* queued + being written by the writer (lock) */
+    atomic_uint_fast64_t dropped;  /* written by the worker only; read by anyone */
 };
 
 struct accesslog {
@@ -53,7 +53,7 @@ struct accesslog {
     struct alworker *w; /* owned: nworkers, 64-byte aligned */
     pthread_t writer;
     bool writer_started;
-    sem_t wake;              /* posted on every hand-over, reopen and stop */
+    sem_t wake; /* posted on every hand-over, reopen and stop */
     atomic_bool stopping;
     atomic_uint_fast64_t write_dropped; /* lines lost to write errors (writer) */
 };
@@ -500,7 +500,7 @@ accesslog_reopen(struct accesslog *l)
         return -1;
     old = atomic_exchange_explicit(&l->pending_fd, fd, memory_order_acq_rel);
     if (old != -1)
-        close(old); /* a second reopen before the writer took the first */
+        close(old);     /* a second reopen before the writer took the first */
     sem_post(&l->wake); /* switch now, not at the next write: the old file is let go */
     return 0;
 }

@@ -20,22 +20,22 @@ struct accesslog;
 /* One request, as the worker knows it when the response is done. Every pointer is borrowed for
  * the call only; strings are bytes with a length (no NUL needed) unless said otherwise. */
 struct accesslog_entry {
-    uint64_t time_ms;               /* wall clock (Unix ms) for "time"; 0 = now */
-    const struct sockaddr *client;  /* AF_INET or AF_INET6 (port not logged); NULL = null */
-    const char *method;             /* NULL = null; cut at 64 bytes */
+    uint64_t time_ms;              /* wall clock (Unix ms) for "time"; 0 = now */
+    const struct sockaddr *client; /* AF_INET or AF_INET6 (port not logged); NULL = null */
+    const char *method;            /* NULL = null; cut at 64 bytes */
     size_t method_len;
-    const char *target;             /* NULL = null; cut at ACCESSLOG_MAX_TARGET bytes */
+    const char *target; /* NULL = null; cut at ACCESSLOG_MAX_TARGET bytes */
     size_t target_len;
-    int status;                     /* the status sent to the client */
-    uint64_t bytes_in;              /* bytes read from the client for this request */
-    uint64_t bytes_out;             /* bytes written to the client for this request */
-    uint64_t duration_us;           /* logged as duration_ms with 3 decimals */
-    const char *pool;               /* NUL-terminated; NULL = null (no pool chosen) */
-    const char *server;             /* NUL-terminated; NULL = null (no server) */
-    const char *request_id;         /* NULL = null; cut at 256 bytes */
+    int status;             /* the status sent to the client */
+    uint64_t bytes_in;      /* bytes read from the client for this request */
+    uint64_t bytes_out;     /* bytes written to the client for this request */
+    uint64_t duration_us;   /* logged as duration_ms with 3 decimals */
+    const char *pool;       /* NUL-terminated; NULL = null (no pool chosen) */
+    const char *server;     /* NUL-terminated; NULL = null (no server) */
+    const char *request_id; /* NULL = null; cut at 256 bytes */
     size_t request_id_len;
-    uint64_t generation;            /* the routing generation the request was routed with */
-    int32_t bucket;                 /* 0..9999, or -1 = null (no bucket) */
+    uint64_t generation; /* the routing generation the request was routed with */
+    int32_t bucket;      /* 0..9999, or -1 = null (no bucket) */
 };
 
 /* Opens (O_APPEND|O_CREAT, 0640) the file at path and starts the writer thread (with every

@@ -202,17 +202,16 @@ test_format(void)
            strcmp(json_string_value(json_object_get(j, "request_id")), "w0-5") == 0 &&
            json_integer_value(json_object_get(j, "bucket")) == 5,
        "client, method, target, status, bytes, pool, server, request_id, bucket");
-    ok(strstr(line, "\"duration_ms\":12345.678,") != NULL &&
-           j && json_is_real(json_object_get(j, "duration_ms")),
+    ok(strstr(line, "\"duration_ms\":12345.678,") != NULL && j &&
+           json_is_real(json_object_get(j, "duration_ms")),
        "duration_ms: a number with 3 decimals");
     ok(strstr(line, "\"generation\":9223372036854775807,") != NULL && j &&
            json_integer_value(json_object_get(j, "generation")) == 9223372036854775807ll,
        "generation: a 63-bit value");
     {
-        static const char *const keys[] = {"time",      "client",   "method",      "target",
-                                           "status",    "bytes_in", "bytes_out",   "duration_ms",
-                                           "pool",      "server",   "request_id",  "generation",
-                                           "bucket"};
+        static const char *const keys[] = {
+            "time",        "client", "method", "target",     "status",     "bytes_in", "bytes_out",
+            "duration_ms", "pool",   "server", "request_id", "generation", "bucket"};
         bool all = j && json_object_size(j) == 13;
         for (size_t i = 0; all && i < 13; i++)
             all = json_object_get(j, keys[i]) != NULL;
@@ -228,8 +227,8 @@ test_format(void)
     e.client = NULL;
     e.status = 503;
     j = format_parse(&e, line, &len, 0);
-    ok(j && json_is_null(json_object_get(j, "bucket")) && json_is_null(json_object_get(j, "pool")) &&
-           json_is_null(json_object_get(j, "server")) &&
+    ok(j && json_is_null(json_object_get(j, "bucket")) &&
+           json_is_null(json_object_get(j, "pool")) && json_is_null(json_object_get(j, "server")) &&
            json_is_null(json_object_get(j, "request_id")) &&
            json_is_null(json_object_get(j, "client")) && strstr(line, "\"duration_ms\":0.007,"),
        "no bucket, pool, server, request id, client: null; 7 us is 0.007");
@@ -388,8 +387,8 @@ test_threads(void)
     accesslog_set_max_queued(l, 1u << 20);
     t0 = now_ms();
     for (int i = 0; i < NTHREADS; i++) {
-        a[i] = (struct wargs){.l = l, .worker = i, .from = 0, .count = NLINES,
-                              .flush_every = i == 0 ? 997 : 0};
+        a[i] = (struct wargs){
+            .l = l, .worker = i, .from = 0, .count = NLINES, .flush_every = i == 0 ? 997 : 0};
         pthread_create(&t[i], NULL, worker_main, &a[i]);
     }
     for (int i = 0; i < NTHREADS; i++)
@@ -402,8 +401,7 @@ test_threads(void)
     tally_file(&ty, path);
     ok(ty.lines == (long)NTHREADS * NLINES && ty.bad_json == 0,
        "%ld lines, all valid JSON (%ld bad)", ty.lines, ty.bad_json);
-    ok(ty.out_of_order == 0 && ty.bad_fields == 0,
-       "every worker's lines present once, in order");
+    ok(ty.out_of_order == 0 && ty.bad_fields == 0, "every worker's lines present once, in order");
     {
         bool all = true;
         for (int i = 0; i < NTHREADS; i++)
@@ -515,8 +513,8 @@ test_reopen_under_load(void)
     snprintf(path, sizeof(path), "%s/rot.log", tmpdir);
     l = accesslog_open(path, 2, err, sizeof(err));
     for (int i = 0; i < 2; i++) {
-        a[i] = (struct wargs){.l = l, .worker = i, .from = 0, .count = PER_WORKER,
-                              .flush_every = 499};
+        a[i] =
+            (struct wargs){.l = l, .worker = i, .from = 0, .count = PER_WORKER, .flush_every = 499};
         pthread_create(&t[i], NULL, worker_main, &a[i]);
     }
     for (int r = 1; r <= ROTATIONS; r++) {
@@ -619,8 +617,8 @@ test_stalled_writer(void)
 
     tally_init(&ty, 2);
     tally_buf(&ty, r.buf, r.len, true);
-    ok(ty.bad_json == 0 && ty.out_of_order == 0, "%ld lines read from the pipe, all valid, in order",
-       ty.lines);
+    ok(ty.bad_json == 0 && ty.out_of_order == 0,
+       "%ld lines read from the pipe, all valid, in order", ty.lines);
     ok(ty.lines + (long)dropped == total + 10, "read + dropped = written (%ld + %llu = %ld)",
        ty.lines, (unsigned long long)dropped, total + 10);
     ok(ty.lines >= (long)ACCESSLOG_MAX_QUEUED * 100,

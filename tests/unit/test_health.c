@@ -302,7 +302,10 @@ run_for(int ms)
 static int
 state_is_pred(void *arg)
 {
-    const struct { const struct server *s; int st; } *a = arg;
+    const struct {
+        const struct server *s;
+        int st;
+    } *a = arg;
     return hstate(a->s) == a->st;
 }
 
@@ -390,8 +393,7 @@ test_first_round_and_transitions(void)
     c = last_change(b_ref, 0);
     ok(hstate(b_ref) == HEALTH_DOWN && c && c->from == HEALTH_UNKNOWN &&
            strcmp(c->reason, "connection refused") == 0,
-       "first failure: unknown -> down, reason \"connection refused\" (%s)",
-       c ? c->reason : "-");
+       "first failure: unknown -> down, reason \"connection refused\" (%s)", c ? c->reason : "-");
     ok(hstate(g_503) == HEALTH_DOWN && (c = last_change(g_503, 0)) &&
            strcmp(c->reason, "status 503") == 0,
        "reason \"status 503\"");
@@ -430,8 +432,8 @@ test_first_round_and_transitions(void)
     ok(ra->requests - req0 == 2, "up after exactly rise = 2 passes (%d)", ra->requests - req0);
     memset(&st, 0, sizeof(st));
     health_server_status(h, b_ok, &st);
-    ok(st.state == HEALTH_UP && st.passes == 2 &&
-           st.failures == 0 && strcmp(st.reason, "ok") == 0 && st.checked,
+    ok(st.state == HEALTH_UP && st.passes == 2 && st.failures == 0 &&
+           strcmp(st.reason, "ok") == 0 && st.checked,
        "status: up, 2 consecutive passes, reason ok");
 
     /* Worst case: failures by timeout. */
@@ -506,7 +508,8 @@ test_expect_body_host(void)
 
     ok(hstate(srv(s, POOL_BLUE, "c")) == HEALTH_UP, "200 with the body text: up");
     c = last_change(srv(s, POOL_BLUE, "d"), 0);
-    ok(hstate(srv(s, POOL_BLUE, "d")) == HEALTH_DOWN && c && strcmp(c->reason, "body mismatch") == 0,
+    ok(hstate(srv(s, POOL_BLUE, "d")) == HEALTH_DOWN && c &&
+           strcmp(c->reason, "body mismatch") == 0,
        "200 without the body text: down, \"body mismatch\"");
     c = last_change(srv(s, POOL_BLUE, "e"), 0);
     ok(hstate(srv(s, POOL_BLUE, "e")) == HEALTH_DOWN && c && strcmp(c->reason, "status 302") == 0,
@@ -624,9 +627,9 @@ test_reload(void)
 
     snprintf(blue, sizeof(blue), "b1=127.0.0.1:%d,b2=127.0.0.1:%d", r1->port, r2->port);
     snprintf(green, sizeof(green), "g1=127.0.0.1:%d", rg->port);
-    s1 = snapshot_create(mkconf(blue, "interval: 100ms, timeout: 100ms", green,
-                                "interval: 100ms, timeout: 100ms"),
-                         NULL, 1, HEALTH_UNKNOWN);
+    s1 = snapshot_create(
+        mkconf(blue, "interval: 100ms, timeout: 100ms", green, "interval: 100ms, timeout: 100ms"),
+        NULL, 1, HEALTH_UNKNOWN);
     b1 = srv(s1, POOL_BLUE, "b1");
     b2 = srv(s1, POOL_BLUE, "b2");
     g1 = srv(s1, POOL_GREEN, "g1");
@@ -654,8 +657,8 @@ test_reload(void)
     snapshot_mark_removed(s1, s2);
     snapshot_release(&s1); /* the checker holds what it needs */
     ok(checks_of(h, n_b1) == checks_b1 && checks_of(h, n_g1) == checks_g1 && checks_b1 > 0,
-       "kept and replaced servers keep their counters (%llu, %llu)",
-       (unsigned long long)checks_b1, (unsigned long long)checks_g1);
+       "kept and replaced servers keep their counters (%llu, %llu)", (unsigned long long)checks_b1,
+       (unsigned long long)checks_g1);
     ok(checks_of(h, b2) == 0, "removed server is no longer known to the checker");
     req2 = r2->requests;
     run_for(400);
@@ -684,6 +687,45 @@ test_reload(void)
     responder_free(&rg);
 }
 
+/* A server created up (snapshot_create's initial_health) still starts unknown for the checker:
+ * no traffic before its first result, and one failure makes it down. */
+static void
+test_starts_unknown(void)
+{
+    struct responder *ra = responder_new("127.0.0.1", 200, "OK");
+    int refused = closed_port();
+    char blue[128], green[128];
+    struct snapshot *s;
+    struct health *h;
+    struct server *dead, *live;
+    const struct change *c;
+
+    snprintf(blue, sizeof(blue), "dead=127.0.0.1:%d", refused);
+    snprintf(green, sizeof(green), "live=127.0.0.1:%d", ra->port);
+    s = snapshot_create(mkconf(blue, "interval: 100ms, timeout: 100ms, fall: 3", green,
+                               "interval: 100ms, timeout: 100ms, rise: 3"),
+                        NULL, 1, HEALTH_UP);
+    dead = srv(s, POOL_BLUE, "dead");
+    live = srv(s, POOL_GREEN, "live");
+    nchanges = 0;
+    first_done_calls = 0;
+    h = health_create(base, on_change, NULL);
+    health_set_snapshot(h, s);
+    ok(hstate(dead) == HEALTH_UNKNOWN && hstate(live) == HEALTH_UNKNOWN && nchanges == 0,
+       "created up, set unknown by set_snapshot (no callback)");
+    health_first_round(h, on_first, NULL);
+    run_until(first_pred, NULL, 1000);
+    c = last_change(dead, 0);
+    ok(hstate(dead) == HEALTH_DOWN && c && c->from == HEALTH_UNKNOWN,
+       "first failure decides (fall 3 does not apply to unknown)");
+    c = last_change(live, 0);
+    ok(hstate(live) == HEALTH_UP && c && c->from == HEALTH_UNKNOWN,
+       "first pass decides (rise 3 does not apply to unknown)");
+    health_destroy(&h);
+    snapshot_release(&s);
+    responder_free(&ra);
+}
+
 /* Destroy with checks in flight: nothing leaks (ASan) and the responders see the hang-up. */
 static void
 test_destroy_in_flight(void)
@@ -697,9 +739,9 @@ test_destroy_in_flight(void)
     r->delay_ms = 500;
     snprintf(blue, sizeof(blue), "a=127.0.0.1:%d,b=127.0.0.1:%d", r->port, r->port);
     snprintf(green, sizeof(green), "c=127.0.0.1:%d", r->port);
-    s = snapshot_create(mkconf(blue, "interval: 100ms, timeout: 1s", green,
-                               "interval: 100ms, timeout: 1s"),
-                        NULL, 1, HEALTH_UNKNOWN);
+    s = snapshot_create(
+        mkconf(blue, "interval: 100ms, timeout: 1s", green, "interval: 100ms, timeout: 1s"), NULL,
+        1, HEALTH_UNKNOWN);
     h = health_create(base, NULL, NULL);
     health_set_snapshot(h, s);
     health_first_round(h, on_first, NULL);
@@ -787,7 +829,8 @@ test_many_checks(void)
     ok(n >= 10000, "%llu checks at a 1 ms interval in %.0f ms", (unsigned long long)n, el);
     diag("10k-check loop: %llu checks in %.0f ms (%.0f checks/s)", (unsigned long long)n, el,
          (double)n * 1000.0 / el);
-    ok(hstate(srv(s, POOL_BLUE, "a")) == HEALTH_UP && hstate(srv(s, POOL_BLUE, "c")) == HEALTH_DOWN &&
+    ok(hstate(srv(s, POOL_BLUE, "a")) == HEALTH_UP &&
+           hstate(srv(s, POOL_BLUE, "c")) == HEALTH_DOWN &&
            hstate(srv(s, POOL_GREEN, "d")) == HEALTH_DOWN &&
            hstate(srv(s, POOL_GREEN, "e")) == HEALTH_UP,
        "states as expected after the loop");
@@ -826,6 +869,7 @@ main(void)
     test_expect_body_host();
     test_maint();
     test_reload();
+    test_starts_unknown();
     test_destroy_in_flight();
     test_many_checks();
     event_base_free(base);
