@@ -240,7 +240,7 @@ exchange_reset(struct client *c)
     c->body_bytes = 0;
     c->out_body = HTTP_BODY_NONE;
     c->req_complete = c->resp_started = c->resp_bytes = c->resp_complete = false;
-    c->interim = c->up_reusable = c->up_reused = c->retried = false;
+    c->interim = c->up_reusable = c->up_reused = c->retried = c->moved = false;
     c->up_paused = false;
 }
 
@@ -358,6 +358,8 @@ client_feed(struct client *c)
         size_t used = 0;
         enum reqframe_result r = reqframe_execute(&c->rf, v.iov_base, v.iov_len, &used);
         evbuffer_drain(in, used);
+        if (c->ws)
+            c->bytes_in += used; /* raw bytes of this request, as the client sent them */
         /* What the pass produced for the upstream goes out now, in order. */
         if (c->up)
             sock_write_staged(c->up->bev, c->w->qstage, c->up->connected);
@@ -496,7 +498,6 @@ on_head(void *arg)
     route_request(c, conf);
     if (!relay_attach(c))
         return c->reject;
-    c->bytes_in += c->req.len;
     c->state = CS_BODY;
     if (c->rf.has_body) {
         struct timeval tv = clock_tv(conf->timeouts.client_body_ms);
@@ -510,7 +511,6 @@ on_body(void *arg, const char *at, size_t len)
 {
     struct client *c = arg;
     struct evbuffer *out = c->w->qstage;
-    c->bytes_in += len;
     if (c->rf.chunked) {
         char line[24];
         int n = snprintf(line, sizeof(line), "%zx\r\n", len);

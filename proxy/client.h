@@ -67,7 +67,8 @@ struct client {
     bool interim;
     bool up_reusable;
     bool up_reused;
-    bool retried;
+    bool retried; /* the keep-alive race retry (same server, fresh connection) was used */
+    bool moved;   /* the dead-server retry (another server) was used */
     bool in_feed;
     bool read_paused;    /* back-pressure: upstream output full */
     bool up_paused;      /* back-pressure: client output full */

@@ -100,6 +100,23 @@ attach_server(struct client *c, struct server *srv, struct evbuffer *pending, bo
     return true;
 }
 
+/* Methods a server may see twice without harm (RFC 9110 §9.2.2). */
+static bool
+idempotent(unsigned method)
+{
+    switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static struct server *
 pick(struct client *c, enum pool_id pool, const struct server *exclude)
 {
@@ -343,16 +360,31 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
         client_close(c); /* truncated: the client must see the cut */
         return;
     }
-    if (!c->resp_bytes && c->up_reused && !c->retried && !c->rf.has_body) {
-        /* The server closed a kept-alive connection as we reused it: once more on a fresh one. */
+    bool stale_retry = c->up_reused && !c->retried;
+    bool move_retry = !c->up_reused && !c->moved && idempotent(c->rf.parser.method);
+    if (!c->resp_bytes && !c->rf.has_body && (stale_retry || move_retry)) {
+        /* Nothing came back. On a reused connection it is the keep-alive race (the server
+         * closed it as we reused it): once more on a fresh connection to the same server. On a
+         * fresh connection the server died with the request: an idempotent request without a
+         * body goes once to another server of the pool (DESIGN §4: a killed server costs no
+         * request). */
         struct server *srv = c->srv;
         upstream_close(&c->up);
         client_inflight(c, srv, false);
-        COUNT(c, srv, retries);
-        c->retried = true;
         c->connect_tries = 0;
-        if (attach_server(c, srv, NULL, true, false))
-            return;
+        struct server *next = srv;
+        if (stale_retry) {
+            c->retried = true;
+        } else {
+            c->moved = true;
+            server_failed(c, srv);
+            next = pick(c, srv->pool, srv);
+        }
+        if (next) {
+            COUNT(c, next, retries);
+            if (attach_server(c, next, NULL, true, false))
+                return;
+        }
     }
     log_info("upstream %s/%s closed before a complete response, request id %s",
              c->srv ? conf_pool_name(c->srv->pool) : "-", c->srv ? c->srv->name : "-",
