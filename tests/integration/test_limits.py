@@ -291,12 +291,16 @@ class BodyTimeoutTest(h.ProxyTestCase):
             self.assertStatus(r, 408)
             self.assertClosed(c)
 
+class BodyIdleNotTotalTest(h.ProxyTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.p = self.setup_basic(timeouts={'client_body': '2500ms'})
+
     def test_client_body_is_idle_not_total(self):
         # 10 bytes, one every 300 ms = 3s in all, never idle for 2.5s: must succeed. The idle
         # timeout gets its own proxy here (2.5s, well above the gaps) so a loaded CI machine
         # stretching a 300 ms sleep cannot make the test lie; the total is still above it.
-        self.p.stop()
-        self.p = self.setup_basic(timeouts={'client_body': '2500ms'})
         with h.Client(self.p.port, timeout=8) as c:
             c.send(h.build_request('POST', '/echo', [('Content-Length', '10')]))
             for i in range(10):
