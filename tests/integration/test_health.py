@@ -360,12 +360,14 @@ class ActiveCheckTest(HealthTestCase):
         redir = self.responder('redir', health_status=302, health_body=b'ok',
                                health_headers=[('Location', '/elsewhere')])
         wrong = self.responder('wrong', health_body=b'down')
-        slow = self.responder('slow', health_delay=1.5)
+        slow = self.responder('slow', health_delay=2.5)
         fine = self.responder('fine', health_body=b'status: all ok here')
         p = self.proxy(self.health_cfg(
             [b1, redir.server_entry(), wrong.server_entry(), slow.server_entry(),
              fine.server_entry()], [g1],
-            health={'expect': '200-299', 'body_contains': 'ok', 'interval': '1h'}))
+            # a generous timeout: Python responders on a loaded machine are slow to answer
+            health={'expect': '200-299', 'body_contains': 'ok', 'interval': '1h',
+                    'timeout': '1s'}))
         self.wait_health_feature(p)
         self.wait_log(p, health_rx('blue', 'redir', 'unknown', 'down', 'status 302'), 2)
         self.wait_log(p, health_rx('blue', 'wrong', 'unknown', 'down', 'body mismatch'), 2)
@@ -385,13 +387,14 @@ class ActiveCheckTest(HealthTestCase):
         b1 = self.origin('blue', 'b1')
         g1 = self.origin('green', 'g1')
         s = self.responder('s1')
-        p = self.proxy(self.health_cfg([b1, s.server_entry()], [g1]))
+        p = self.proxy(self.health_cfg([b1, s.server_entry()], [g1],
+                                       health={'timeout': '500ms'}))
         self.wait_health_feature(p)
         self.wait_log(p, health_rx('blue', 's1', 'unknown', 'up', 'ok'), 2)
         mark = p.err.count()
-        s.health_delay = 1.0
+        s.health_delay = 2.0
         self.wait_log(p, health_rx('blue', 's1', 'up', 'down', 'timeout'),
-                      FALL * (INTERVAL + TIMEOUT) + TIMEOUT + MARGIN + 1, mark)
+                      FALL * (INTERVAL + 0.5) + 0.5 + MARGIN + 1, mark)
         s.health_delay = 0
         self.wait_log(p, health_rx('blue', 's1', 'down', 'up', 'ok'), 3, mark)
 
