@@ -19,6 +19,8 @@
 #include "proxy/snapshot.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
+#include "control/api.h"
+#include "control/events.h"
 #include "control/health.h"
 #include "control/measure.h"
 #include "proxy/accesslog.h"
@@ -26,28 +28,6 @@
 
 #define WATCH_MS 20
 
-struct daemon {
-    char *conf_path; /* owned */
-    struct event_base *base;
-    struct routing routing;
-    struct stats_board *board; /* owned: per-pool counters, outlive reloads */
-    struct measure *measure;   /* owned: one sample per second, 5 minutes of history */
-    struct health *health;     /* owned: active checks (libcurl multi on this base) */
-    struct accesslog *alog;    /* owned; NULL without log.access */
-    struct worker_socket *socks; /* owned: nworkers x nlisten, bound; adopted by the workers */
-    size_t nsocks;
-    bool started;              /* workers running (after the first round of checks) */
-    bool failed;               /* start-up failed after the loop began */
-    struct event *sample_ev;   /* owned: the 1 s sampling timer */
-    struct snapshot *snap; /* ref: the published snapshot */
-    struct worker *workers[MAX_WORKERS];
-    int nworkers;
-    struct event *signals[4];
-    struct event *watch_ev;
-    uint64_t stop_deadline_ms;
-    bool stopping;
-    bool forced;
-};
 
 static void
 raise_nofile(void)
@@ -72,17 +52,21 @@ listen_same(const struct conf *a, const struct conf *b)
     return true;
 }
 
-static void
-reload(struct daemon *d)
+static uint64_t current_generation(const struct daemon *d);
+
+int
+daemon_reload(struct daemon *d, struct conf_err *err)
 {
-    struct conf_err err = {0};
-    struct conf *nc = conf_load(d->conf_path, &err);
+    memset(err, 0, sizeof(*err));
+    struct conf *nc = conf_load(d->conf_path, err);
     if (nc == NULL) {
-        for (size_t i = 0; i < err.count && i < CONF_ERR_MAX; i++)
-            log_error("reload: %s", err.msg[i]);
-        log_error("reload failed (%zu error%s); the running configuration stays", err.count,
-                  err.count == 1 ? "" : "s");
-        return;
+        for (size_t i = 0; i < err->count && i < CONF_ERR_MAX; i++)
+            log_error("reload: %s", err->msg[i]);
+        log_error("reload failed (%zu error%s); the running configuration stays", err->count,
+                  err->count == 1 ? "" : "s");
+        json_t *ev = json_pack("{s:b, s:s}", "ok", 0, "error", err->count ? err->msg[0] : "");
+        events_emit(d->events, current_generation(d), "reload", ev);
+        return -1;
     }
     const struct conf *oc = d->snap->conf;
     if (!listen_same(oc, nc))
@@ -90,12 +74,10 @@ reload(struct daemon *d)
     if (nc->workers != oc->workers)
         log_warn("reload: a workers change takes effect at the next restart");
     /* The routing word is run-time state; the file's split applies when the file changed it. */
-    if (nc->routing.live != oc->routing.live || nc->routing.standby_bp != oc->routing.standby_bp) {
-        uint64_t gen = routing_publish(&d->routing, nc->routing.live, nc->routing.standby_bp, 0);
-        log_info("reload: routing live=%s standby=%u.%02u%% generation %llu",
-                 conf_pool_name(nc->routing.live), nc->routing.standby_bp / 100,
-                 nc->routing.standby_bp % 100, (unsigned long long)gen);
-    }
+    bool reroute =
+        nc->routing.live != oc->routing.live || nc->routing.standby_bp != oc->routing.standby_bp;
+    enum pool_id new_live = nc->routing.live;
+    uint32_t new_bp = nc->routing.standby_bp;
     if (nc->log.error == NULL ? oc->log.error != NULL
                               : (oc->log.error == NULL || strcmp(nc->log.error, oc->log.error)))
         if (log_open(nc->log.level, nc->log.error) == -1)
@@ -113,18 +95,105 @@ reload(struct daemon *d)
     d->snap = ns;
     log_info("configuration reloaded from %s (serial %llu)", d->conf_path,
              (unsigned long long)ns->serial);
+    events_emit(d->events, current_generation(d), "reload",
+                json_pack("{s:b, s:I}", "ok", 1, "serial", (json_int_t)ns->serial));
+    if (reroute)
+        daemon_route(d, new_live, new_bp, "reload", "the config file changed the split", NULL,
+                     NULL);
+    return 0;
+}
+
+static uint64_t
+current_generation(const struct daemon *d)
+{
+    struct route_word rw;
+    routing_load(&d->routing, &rw);
+    return rw.generation;
+}
+
+uint64_t
+daemon_route(struct daemon *d, enum pool_id live, uint32_t standby_bp, const char *action,
+             const char *reason, const char *peer, uint64_t *ack_us)
+{
+    uint64_t t0 = clock_us();
+    uint64_t gen = routing_publish(&d->routing, live, standby_bp, 0);
+    /* The store is sequentially consistent; the barrier makes sure no worker is in the middle
+     * of a decision taken with the old word when we answer. */
+    if (d->started) {
+        struct worker_sync sync = {.acks = 0};
+        pthread_mutex_init(&sync.lock, NULL);
+        pthread_cond_init(&sync.cond, NULL);
+        int n = 0;
+        for (int i = 0; i < d->nworkers; i++) {
+            if (d->workers[i] && !atomic_load_explicit(&d->workers[i]->done,
+                                                       memory_order_acquire)) {
+                worker_post_sync(d->workers[i], &sync);
+                n++;
+            }
+        }
+        int acks = worker_sync_wait(&sync, n, 2000);
+        if (acks < n)
+            log_warn("routing: %d of %d workers acknowledged generation %llu in time", acks, n,
+                     (unsigned long long)gen);
+        pthread_mutex_destroy(&sync.lock);
+        pthread_cond_destroy(&sync.cond);
+    }
+    uint64_t us = clock_us() - t0;
+    if (ack_us)
+        *ack_us = us;
+    log_info("routing: %s: live %s, standby %u.%02u%%, generation %llu (%llu us)", action,
+             conf_pool_name(live), standby_bp / 100, standby_bp % 100, (unsigned long long)gen,
+             (unsigned long long)us);
+    json_t *ev = json_pack("{s:s, s:s, s:f}", "action", action, "live", conf_pool_name(live),
+                           "standby_percent", standby_bp / 100.0);
+    if (reason)
+        json_object_set_new(ev, "reason", json_string(reason));
+    if (peer)
+        json_object_set_new(ev, "peer", json_string(peer));
+    events_emit(d->events, gen, "routing", ev);
+    return gen;
+}
+
+void
+daemon_set_admin(struct daemon *d, struct server *srv, enum admin_state st, const char *peer)
+{
+    static const char *const names[] = {"ready", "drain", "maint"};
+    enum admin_state old = (enum admin_state)atomic_load_explicit(&srv->admin,
+                                                                  memory_order_relaxed);
+    server_set_admin(srv, st);
+    if (old == ADMIN_MAINT && st != ADMIN_MAINT)
+        health_check_now(d->health, srv);
+    log_info("admin: %s/%s %s -> %s%s%s", conf_pool_name(srv->pool), srv->name, names[old],
+             names[st], peer ? " by " : "", peer ? peer : "");
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "pool", conf_pool_name(srv->pool), "server",
+                           srv->name, "state", names[st], "from", names[old]);
+    if (peer)
+        json_object_set_new(ev, "peer", json_string(peer));
+    events_emit(d->events, current_generation(d), "admin", ev);
 }
 
 static void
 on_health_change(void *arg, const struct server *srv, enum health_state from,
                  enum health_state to, const char *reason)
 {
+    struct daemon *d = arg;
+    events_emit(d->events, current_generation(d), "health",
+                json_pack("{s:s, s:s, s:s, s:s, s:s}", "pool", conf_pool_name(srv->pool),
+                          "server", srv->name, "from", health_state_name(from), "to",
+                          health_state_name(to), "reason", reason));
     log_msg(to == HEALTH_DOWN ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "health: %s/%s %s -> %s: %s",
             conf_pool_name(srv->pool), srv->name, health_state_name(from), health_state_name(to),
             reason);
 }
 
 static void start_workers(struct daemon *d);
+
+static void
+on_event_added(void *arg)
+{
+    struct daemon *d = arg;
+    api_events_added(d->api);
+}
 
 static void
 on_first_round(void *arg)
@@ -174,6 +243,7 @@ stop(struct daemon *d)
         return;
     }
     d->stopping = true;
+    api_shutting_down(d->api);
     if (!d->started) {
         /* Still in the first round of checks: nothing to drain. */
         event_base_loopexit(d->base, NULL);
@@ -198,8 +268,10 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         stop(d);
         break;
     case SIGHUP:
-        if (!d->stopping)
-            reload(d);
+        if (!d->stopping) {
+            struct conf_err err;
+            daemon_reload(d, &err);
+        }
         break;
     case SIGUSR1:
         if (log_reopen() == -1)
@@ -356,6 +428,15 @@ daemon_run(struct conf *conf)
         d.signals[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
         evsignal_add(d.signals[i], NULL);
     }
+    d.events = events_create(on_event_added, &d);
+    {
+        char err[512];
+        d.api = api_create(&d, err, sizeof(err));
+        if (d.api == NULL) {
+            log_error("control API: %s", err);
+            goto out;
+        }
+    }
     d.health = health_create(d.base, on_health_change, &d);
     if (d.health == NULL) {
         log_error("cannot start the health checker (libcurl)");
@@ -372,7 +453,9 @@ daemon_run(struct conf *conf)
 out:
     for (int j = 0; j < d.nworkers; j++)
         worker_destroy(&d.workers[j]);
+    api_destroy(&d.api);
     health_destroy(&d.health);
+    events_destroy(&d.events);
     accesslog_close(&d.alog);
     for (size_t i = 0; d.socks && i < d.nsocks; i++)
         if (d.socks[i].fd != -1)

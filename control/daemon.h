@@ -1,12 +1,67 @@
-/* control/daemon.h — the main thread: builds the first snapshot and the listening sockets, runs
- * the workers, and handles signals (graceful stop, reload, log reopen). */
+/* control/daemon.h — the main thread: start-up (sockets, snapshot, routing word, health,
+ * workers), signals, reload, the graceful stop, and the actions the control API calls. */
 #ifndef CONTROL_DAEMON_H
 #define CONTROL_DAEMON_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "conf/conf.h"
+#include "proxy/route.h"
+#include "proxy/snapshot.h"
+#include "proxy/worker.h"
+
+struct api;
+struct events;
+struct health;
+struct measure;
+struct stats_board;
+struct accesslog;
+
+/* The main thread's context. Only the main thread touches it. */
+struct daemon {
+    char *conf_path; /* owned */
+    struct event_base *base;
+    struct routing routing;
+    struct stats_board *board;   /* owned: per-pool counters, outlive reloads */
+    struct measure *measure;     /* owned: one sample per second, 5 minutes of history */
+    struct health *health;       /* owned: active checks (libcurl multi on this base) */
+    struct accesslog *alog;      /* owned; NULL without log.access */
+    struct events *events;       /* owned: the event ring */
+    struct api *api;             /* owned: the control socket(s) */
+    struct worker_socket *socks; /* owned: nworkers x nlisten, bound; adopted by the workers */
+    size_t nsocks;
+    bool started;                /* workers running (after the first round of checks) */
+    bool failed;                 /* start-up failed after the loop began */
+    struct event *sample_ev;     /* owned: the 1 s sampling timer */
+    struct snapshot *snap;       /* ref: the published snapshot */
+    struct worker *workers[MAX_WORKERS];
+    int nworkers;
+    struct event *signals[4];
+    struct event *watch_ev;
+    uint64_t stop_deadline_ms;
+    bool stopping;
+    bool forced;
+};
 
 /* Runs the proxy with conf (ownership taken) until it is stopped by SIGTERM/SIGINT. Returns the
  * process exit status: 0 after a graceful stop, 1 when start-up failed. Main thread. */
 int daemon_run(struct conf *conf);
+
+/* Publishes a new routing state and returns only when every worker routes by it (DESIGN §3):
+ * the word is stored, then each worker acknowledges from between two callbacks. Emits a
+ * "routing" event (action, reason, peer), saves the state. Returns the new generation;
+ * *ack_us (may be NULL) gets the time from publishing to the last acknowledgement. */
+uint64_t daemon_route(struct daemon *d, enum pool_id live, uint32_t standby_bp, const char *action,
+                      const char *reason, const char *peer, uint64_t *ack_us);
+
+/* Re-reads the config file; 0, or -1 with err filled (the running config stays). Emits a
+ * "reload" event. */
+int daemon_reload(struct daemon *d, struct conf_err *err);
+
+/* Sets a server's admin state; a server leaving maint is checked at once. Emits an "admin"
+ * event, saves the state. */
+void daemon_set_admin(struct daemon *d, struct server *srv, enum admin_state st,
+                      const char *peer);
 
 #endif

@@ -1,0 +1,26 @@
+/* control/api.h — the control API (control/API.md): HTTP/1.1 + JSON on the unix socket
+ * control.socket (peer credentials checked) and optionally on TCP control.listen (bearer
+ * token), served on the main thread with libevent's evhttp. */
+#ifndef CONTROL_API_H
+#define CONTROL_API_H
+
+#include <stddef.h>
+
+struct daemon;
+struct api;
+
+/* Opens the control socket(s) for d (borrowed: outlives the API). The unix socket is created
+ * beside its path and renamed over it (a stale socket is replaced; a live one — another
+ * instance answering — is an error), mode 0660. Returns NULL with a message in err. Main. */
+struct api *api_create(struct daemon *d, char *err, size_t errlen);
+
+/* Wakes long-polls waiting for events (the event ring's callback). Main thread. */
+void api_events_added(void *api);
+
+/* Answers 503 to new mutations from now on (shutdown). */
+void api_shutting_down(struct api *a);
+
+/* Closes the sockets, answers waiting long-polls, removes the socket file. Accepts NULL. */
+void api_destroy(struct api **a);
+
+#endif
