@@ -23,6 +23,7 @@
 #include "control/events.h"
 #include "control/health.h"
 #include "control/measure.h"
+#include "control/state.h"
 #include "proxy/accesslog.h"
 #include "proxy/worker.h"
 
@@ -53,6 +54,71 @@ listen_same(const struct conf *a, const struct conf *b)
 }
 
 static uint64_t current_generation(const struct daemon *d);
+
+static uint64_t
+wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Writes the run-time state (routing word, admin states) to the state store. */
+static void
+save_state(struct daemon *d)
+{
+    if (d->store == NULL)
+        return;
+    struct route_word rw;
+    routing_load(&d->routing, &rw);
+    struct state st;
+    state_init(&st);
+    state_capture(&st, &rw, d->snap, NULL, wall_ms());
+    char err[256];
+    int r = state_store_cas(d->store, d->store_generation, &st, err, sizeof(err));
+    if (r == 0)
+        d->store_generation = st.generation;
+    else
+        log_error("state file: %s", err);
+    state_finish(&st);
+}
+
+/* Restores the routing word and admin states from the state store when they apply to this
+ * config: a restart mid-deploy keeps the split it had. Before the workers start. */
+static void
+restore_state(struct daemon *d)
+{
+    const struct conf *conf = d->snap->conf;
+    if (conf->state_file == NULL)
+        return;
+    d->store = state_store_file(conf->state_file);
+    struct state st;
+    state_init(&st);
+    char err[256];
+    int r = state_store_load(d->store, &st, err, sizeof(err));
+    if (r == 1) {
+        log_info("state file %s: none yet", conf->state_file);
+    } else if (r == -1) {
+        log_warn("state file %s ignored: %s", conf->state_file, err);
+    } else {
+        d->store_generation = st.generation;
+        char why[256];
+        if (state_applicable(&st, conf, wall_ms(), why, sizeof(why)) == -1) {
+            log_warn("state file %s ignored: %s", conf->state_file, why);
+        } else {
+            routing_init(&d->routing, st.live, st.standby_bp, st.flags,
+                         st.generation ? st.generation : 1);
+            size_t skipped = state_apply_admin(&st, d->snap);
+            if (skipped)
+                log_warn("state file: %zu admin state%s for servers not in the config ignored",
+                         skipped, skipped == 1 ? "" : "s");
+            log_info("state restored: live %s, standby %u.%02u%%, generation %llu",
+                     conf_pool_name(st.live), st.standby_bp / 100, st.standby_bp % 100,
+                     (unsigned long long)st.generation);
+        }
+    }
+    state_finish(&st);
+}
 
 int
 daemon_reload(struct daemon *d, struct conf_err *err)
@@ -151,6 +217,7 @@ daemon_route(struct daemon *d, enum pool_id live, uint32_t standby_bp, const cha
     if (peer)
         json_object_set_new(ev, "peer", json_string(peer));
     events_emit(d->events, gen, "routing", ev);
+    save_state(d);
     return gen;
 }
 
@@ -170,6 +237,7 @@ daemon_set_admin(struct daemon *d, struct server *srv, enum admin_state st, cons
     if (peer)
         json_object_set_new(ev, "peer", json_string(peer));
     events_emit(d->events, current_generation(d), "admin", ev);
+    save_state(d);
 }
 
 static void
@@ -368,9 +436,12 @@ start_workers(struct daemon *d)
         return;
     }
     d->started = true;
-    log_info("switchyard %s started: %d worker%s, live %s, standby %u.%02u%%", SWITCHYARD_VERSION,
-             d->nworkers, d->nworkers == 1 ? "" : "s", conf_pool_name(conf->routing.live),
-             conf->routing.standby_bp / 100, conf->routing.standby_bp % 100);
+    struct route_word rw;
+    routing_load(&d->routing, &rw);
+    log_info("switchyard %s started: %d worker%s, live %s, standby %u.%02u%%, generation %llu",
+             SWITCHYARD_VERSION, d->nworkers, d->nworkers == 1 ? "" : "s",
+             conf_pool_name(rw.live), rw.standby_bp / 100, rw.standby_bp % 100,
+             (unsigned long long)rw.generation);
     struct worker_socket first[64];
     for (size_t i = 0; i < per && i < 64; i++) {
         first[i] = (struct worker_socket){.fd = -1, .route_to = conf->listen[i].route_to};
@@ -396,6 +467,7 @@ daemon_run(struct conf *conf)
     d.board = stats_board_create(d.nworkers);
     d.snap = snapshot_create(conf, NULL, d.nworkers, HEALTH_UNKNOWN);
     conf = NULL;
+    restore_state(&d);
 
     d.nsocks = d.snap->conf->nlisten * (size_t)d.nworkers;
     d.socks = xcalloc(d.nsocks, sizeof(*d.socks));
@@ -454,6 +526,7 @@ out:
     for (int j = 0; j < d.nworkers; j++)
         worker_destroy(&d.workers[j]);
     api_destroy(&d.api);
+    state_store_destroy(&d.store);
     health_destroy(&d.health);
     events_destroy(&d.events);
     accesslog_close(&d.alog);

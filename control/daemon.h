@@ -12,6 +12,7 @@
 #include "proxy/worker.h"
 
 struct api;
+struct state_store;
 struct events;
 struct health;
 struct measure;
@@ -29,6 +30,8 @@ struct daemon {
     struct accesslog *alog;      /* owned; NULL without log.access */
     struct events *events;       /* owned: the event ring */
     struct api *api;             /* owned: the control socket(s) */
+    struct state_store *store;   /* owned; NULL without state_file */
+    uint64_t store_generation;   /* the generation the store last loaded or wrote */
     struct worker_socket *socks; /* owned: nworkers x nlisten, bound; adopted by the workers */
     size_t nsocks;
     bool started;                /* workers running (after the first round of checks) */
