@@ -922,6 +922,12 @@ fail:
     return NULL;
 }
 
+int
+api_reopen_logs(struct api *a)
+{
+    return a && a->audit ? audit_reopen(a->audit) : 0;
+}
+
 void
 api_shutting_down(struct api *a)
 {

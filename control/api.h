@@ -17,6 +17,9 @@ struct api *api_create(struct daemon *d, char *err, size_t errlen);
 /* Wakes long-polls waiting for events (the event ring's callback). Main thread. */
 void api_events_added(void *api);
 
+/* Reopens the audit log (SIGUSR1). 0, or -1 with errno (the old file stays). */
+int api_reopen_logs(struct api *a);
+
 /* Answers 503 to new mutations from now on (shutdown). */
 void api_shutting_down(struct api *a);
 

@@ -19,13 +19,13 @@ struct audit;
 
 /* One mutation. Every pointer is borrowed for the duration of audit_write() and not modified. */
 struct audit_entry {
-    uint64_t time_ms;  /* wall-clock ms since the epoch; 0 = now */
-    json_t *peer;      /* {"uid":N,"gid":N,"pid":N} or {"token":"NAME"}; NULL is written as null */
-    const char *method;  /* "POST", "PUT"...; NULL is written as null */
-    const char *path;    /* the request path; NULL is written as null */
-    json_t *request;     /* the parsed request body; NULL (none, or it did not parse) → null */
-    int status;          /* the HTTP status answered */
-    const char *code;    /* the error code ("conflict"...), NULL on success (written as null) */
+    uint64_t time_ms;   /* wall-clock ms since the epoch; 0 = now */
+    json_t *peer;       /* {"uid":N,"gid":N,"pid":N} or {"token":"NAME"}; NULL is written as null */
+    const char *method; /* "POST", "PUT"...; NULL is written as null */
+    const char *path;   /* the request path; NULL is written as null */
+    json_t *request;    /* the parsed request body; NULL (none, or it did not parse) → null */
+    int status;         /* the HTTP status answered */
+    const char *code;   /* the error code ("conflict"...), NULL on success (written as null) */
     uint64_t generation_before;
     uint64_t generation_after;
 };

@@ -105,6 +105,9 @@ restore_state(struct daemon *d)
         char why[256];
         if (state_applicable(&st, conf, wall_ms(), why, sizeof(why)) == -1) {
             log_warn("state file %s ignored: %s", conf->state_file, why);
+            /* The split comes from the config, but generations never go backwards. */
+            routing_init(&d->routing, conf->routing.live, conf->routing.standby_bp, 0,
+                         st.generation + 1);
         } else {
             routing_init(&d->routing, st.live, st.standby_bp, st.flags,
                          st.generation ? st.generation : 1);
@@ -348,6 +351,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
             log_info("log reopened");
         if (d->alog && accesslog_reopen(d->alog) == -1)
             log_error("cannot reopen the access log: %s", strerror(errno));
+        if (api_reopen_logs(d->api) == -1)
+            log_error("cannot reopen the audit log: %s", strerror(errno));
         break;
     default:
         break;

@@ -16,10 +16,9 @@ static const struct {
     uint64_t us;
     const char *text;
 } LE[] = {
-    {1000, "0.001"},     {2500, "0.0025"},   {5000, "0.005"},   {10000, "0.01"},
-    {25000, "0.025"},    {50000, "0.05"},    {100000, "0.1"},   {250000, "0.25"},
-    {500000, "0.5"},     {1000000, "1"},     {2500000, "2.5"},  {5000000, "5"},
-    {10000000, "10"},
+    {1000, "0.001"},  {2500, "0.0025"}, {5000, "0.005"},  {10000, "0.01"}, {25000, "0.025"},
+    {50000, "0.05"},  {100000, "0.1"},  {250000, "0.25"}, {500000, "0.5"}, {1000000, "1"},
+    {2500000, "2.5"}, {5000000, "5"},   {10000000, "10"},
 };
 #define NLE (sizeof(LE) / sizeof(*LE))
 
@@ -94,8 +93,7 @@ static const struct family FAILURES[] = {
 };
 
 static const struct family GAUGES[] = {
-    {"switchyard_inflight", "gauge", "Requests in flight.", SCOPE_POOL | SCOPE_SERVER,
-     S(inflight)},
+    {"switchyard_inflight", "gauge", "Requests in flight.", SCOPE_POOL | SCOPE_SERVER, S(inflight)},
     {"switchyard_upstream_connections", "gauge", "Open upstream connections.",
      SCOPE_POOL | SCOPE_SERVER, S(conns)},
     {"switchyard_tunnels", "gauge", "Open tunnels (upgraded connections).",
@@ -396,14 +394,14 @@ metrics_render(struct http_buf *out, const struct metrics_input *in)
     family_scalar(out, "switchyard_client_connections", "Open client connections.", b);
 
     family_histogram(out, ser, n);
-    family_server(out, "switchyard_server_up", "1 when the server's health is up, 0 when down or "
-                  "unknown.", ser, n, srv_up);
+    family_server(out, "switchyard_server_up",
+                  "1 when the server's health is up, 0 when down or unknown.", ser, n, srv_up);
     family_server(out, "switchyard_server_health", "Server health: 0 unknown, 1 up, 2 down.", ser,
                   n, srv_health);
     family_server(out, "switchyard_server_admin_state",
                   "Server admin state: 0 ready, 1 drain, 2 maint.", ser, n, srv_admin);
 
-    snprintf(b, sizeof(b), "%.4f", (double)in->routing->standby_bp / 10000.0);
+    snprintf(b, sizeof(b), "%.4g", (double)in->routing->standby_bp / 10000.0);
     family_scalar(out, "switchyard_standby_share_ratio",
                   "The standby pool's share of the traffic (0..1).", b);
     head(out, "switchyard_live_pool", "gauge", "1 for the live pool, 0 for the standby pool.");

@@ -4,7 +4,6 @@
 #ifndef CONTROL_METRICS_H
 #define CONTROL_METRICS_H
 
-#include "control/health.h"
 #include "control/measure.h"
 #include "proxy/http.h"
 #include "proxy/route.h"
@@ -13,6 +12,8 @@
 
 /* The Content-Type of a GET /metrics response. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4"
+
+struct health;
 
 /* What one rendering reads. Every pointer is borrowed for the duration of metrics_render(). */
 struct metrics_input {

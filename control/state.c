@@ -22,7 +22,8 @@
 
 static const char *const ADMIN_NAMES[] = {"ready", "drain", "maint"};
 
-static const char NAME_CHARS[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+static const char NAME_CHARS[] =
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
 
 __attribute__((format(printf, 3, 4))) static int
 fail(char *err, size_t errlen, const char *fmt, ...)
@@ -215,13 +216,12 @@ encode(const struct state *st, char *err, size_t errlen)
     }
     admin = json_array();
     for (size_t i = 0; i < st->nadmin; i++)
-        json_array_append_new(admin, json_pack("{s:s, s:s, s:s}", "pool",
-                                               conf_pool_name(st->admin[i].pool), "server",
-                                               st->admin[i].name, "state",
-                                               ADMIN_NAMES[st->admin[i].admin]));
+        json_array_append_new(
+            admin, json_pack("{s:s, s:s, s:s}", "pool", conf_pool_name(st->admin[i].pool), "server",
+                             st->admin[i].name, "state", ADMIN_NAMES[st->admin[i].admin]));
     format_time(when, sizeof(when), saved_ms);
-    root = json_pack("{s:i, s:I, s:{s:s, s:I, s:I}, s:o, s:o, s:s, s:I}", "version",
-                     STATE_VERSION, "generation", (json_int_t)st->generation, "routing", "live",
+    root = json_pack("{s:i, s:I, s:{s:s, s:I, s:I}, s:o, s:o, s:s, s:I}", "version", STATE_VERSION,
+                     "generation", (json_int_t)st->generation, "routing", "live",
                      conf_pool_name(st->live), "standby_bp", (json_int_t)st->standby_bp, "flags",
                      (json_int_t)st->flags, "admin", admin, "rollout",
                      rollout != NULL ? rollout : json_null(), "saved_at", when, "saved_ms",
@@ -248,8 +248,8 @@ member(json_t *obj, const char *where, const char *key, json_type type, const ch
 }
 
 static int
-member_uint(json_t *obj, const char *where, const char *key, uint64_t max, uint64_t *out,
-            char *err, size_t errlen)
+member_uint(json_t *obj, const char *where, const char *key, uint64_t max, uint64_t *out, char *err,
+            size_t errlen)
 {
     json_t *v = member(obj, where, key, JSON_INTEGER, "an integer", err, errlen);
 
@@ -276,7 +276,7 @@ only_keys(json_t *obj, const char *where, const char *const *keys, char *err, si
         while (keys[i] != NULL && strcmp(keys[i], key) != 0)
             i++;
         if (keys[i] == NULL)
-            return fail(err, errlen, "%sunknown member \"%.64s\"", where, key);
+            return fail(err, errlen, "unknown member \"%s%.64s\"", where, key);
     }
     return 0;
 }
@@ -299,12 +299,12 @@ decode_admin(json_t *e, size_t i, struct state *out, char *err, size_t errlen)
         return -1;
     p = conf_pool_from_name(json_string_value(pool));
     if (p < 0)
-        return fail(err, errlen, "%spool: unknown pool \"%.64s\"", where,
-                    json_string_value(pool));
+        return fail(err, errlen, "%spool: unknown pool \"%.64s\"", where, json_string_value(pool));
     if (strlen(json_string_value(server)) != json_string_length(server) ||
         !name_valid(json_string_value(server)))
-        return fail(err, errlen, "%sserver: not a server name (1 to %d letters, digits, '.', '_' "
-                    "or '-')", where, STATE_NAME_MAX);
+        return fail(err, errlen,
+                    "%sserver: not a server name (1 to %d letters, digits, '.', '_' or '-')", where,
+                    STATE_NAME_MAX);
     for (int k = 0; k < 3; k++)
         if (strcmp(json_string_value(state), ADMIN_NAMES[k]) == 0)
             a = k;
@@ -317,7 +317,7 @@ decode_admin(json_t *e, size_t i, struct state *out, char *err, size_t errlen)
 static int
 decode(json_t *root, struct state *out, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"version", "generation", "routing", "admin",
+    static const char *const keys[] = {"version", "generation", "routing",  "admin",
                                        "rollout", "saved_at",   "saved_ms", NULL};
     static const char *const rkeys[] = {"live", "standby_bp", "flags", NULL};
     json_t *routing, *live, *admin, *rollout, *v;
@@ -332,8 +332,8 @@ decode(json_t *root, struct state *out, char *err, size_t errlen)
     if (u != STATE_VERSION)
         return fail(err, errlen, "version %" PRIu64 " is not supported (this build reads 1)", u);
     if (only_keys(root, "", keys, err, errlen) == -1 ||
-        member_uint(root, "", "generation", ROUTE_GENERATION_MAX, &out->generation, err,
-                    errlen) == -1 ||
+        member_uint(root, "", "generation", ROUTE_GENERATION_MAX, &out->generation, err, errlen) ==
+            -1 ||
         member_uint(root, "", "saved_ms", INT64_MAX, &out->saved_ms, err, errlen) == -1 ||
         (routing = member(root, "", "routing", JSON_OBJECT, "an object", err, errlen)) == NULL ||
         only_keys(routing, "routing.", rkeys, err, errlen) == -1 ||
@@ -367,8 +367,8 @@ decode(json_t *root, struct state *out, char *err, size_t errlen)
 /* ---- the file store ---- */
 
 struct file_store {
-    struct state_store base; /* first: the interface */
-    char *path;              /* owned */
+    struct state_store base;   /* first: the interface */
+    char *path;                /* owned */
     uint64_t known_generation; /* last loaded or written; 0 = nothing usable */
 };
 
@@ -444,8 +444,8 @@ file_load(struct state_store *s, struct state *out, char *err, size_t errlen)
     root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     free(buf);
     if (root == NULL)
-        return fail(err, errlen, "state file %s: not valid JSON: line %d column %d: %s",
-                    fs->path, jerr.line, jerr.column, jerr.text);
+        return fail(err, errlen, "state file %s: not valid JSON: line %d column %d: %s", fs->path,
+                    jerr.line, jerr.column, jerr.text);
     rc = decode(root, out, msg, sizeof(msg));
     json_decref(root);
     if (rc == -1) {
@@ -477,7 +477,7 @@ static int
 sync_dir(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL ? xstrdup(".")
+    char *dir = slash == NULL   ? xstrdup(".")
                 : slash == path ? xstrdup("/")
                                 : xstrndup(path, (size_t)(slash - path));
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1, saved;

@@ -24,14 +24,14 @@ struct state_admin {
 };
 
 struct state {
-    uint64_t generation;         /* the routing generation, <= ROUTE_GENERATION_MAX */
+    uint64_t generation; /* the routing generation, <= ROUTE_GENERATION_MAX */
     enum pool_id live;
-    uint32_t standby_bp;         /* 0..10000 */
-    uint32_t flags;              /* enum route_flag bits */
-    struct state_admin *admin;   /* owned: array of nadmin (any order; later entries win) */
+    uint32_t standby_bp;       /* 0..10000 */
+    uint32_t flags;            /* enum route_flag bits */
+    struct state_admin *admin; /* owned: array of nadmin (any order; later entries win) */
     size_t nadmin;
-    char *rollout_json;          /* owned: the rollout engine's state as JSON text; NULL = none */
-    uint64_t saved_ms;           /* wall-clock ms since the epoch when it was saved */
+    char *rollout_json; /* owned: the rollout engine's state as JSON text; NULL = none */
+    uint64_t saved_ms;  /* wall-clock ms since the epoch when it was saved */
 };
 
 /* Sets st empty (generation 0, blue live, no admin entry, no rollout). */
@@ -42,12 +42,11 @@ void state_finish(struct state *st);
 
 /* Appends an admin entry. Returns 0, or -1 when name is empty or longer than STATE_NAME_MAX.
  * Any thread (st is the caller's). */
-int state_add_admin(struct state *st, enum pool_id pool, const char *name,
-                    enum admin_state admin);
+int state_add_admin(struct state *st, enum pool_id pool, const char *name, enum admin_state admin);
 
-/* Fills st (state_init first: st must hold nothing) from the current run-time state: the routing
- * word w, the admin state of every server of snap that is not ready, a copy of rollout_json (may
- * be NULL) and saved_ms = now_ms_wall. Main thread. */
+/* Fills st (overwritten: it must hold nothing to free) from the current run-time state: the
+ * routing word w, the admin state of every server of snap that is not ready, a copy of
+ * rollout_json (may be NULL) and saved_ms = now_ms_wall. Main thread. */
 void state_capture(struct state *st, const struct route_word *w, const struct snapshot *snap,
                    const char *rollout_json, uint64_t now_ms_wall);
 

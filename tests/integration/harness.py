@@ -823,6 +823,15 @@ class ProxyTestCase(unittest.TestCase):
         return o.start()
 
     def proxy(self, config, nlisten=None, start=True):
+        # Each proxy of a test gets its own control socket: two proxies alive at once (a
+        # restart test, a second instance) must not meet on one path — switchyard refuses to
+        # take over a socket another process answers on.
+        if isinstance(config, dict):
+            ctl = config.get('control')
+            default = os.path.join(self.tmpdir, 'control.sock')
+            if isinstance(ctl, dict) and ctl.get('socket') == default and self._proxies:
+                config = dict(config, control=dict(
+                    ctl, socket=os.path.join(self.tmpdir, 'control%d.sock' % len(self._proxies))))
         p = Proxy(config, self.tmpdir, nlisten)
         self._proxies.append(p)
         return p.start() if start else p
