@@ -109,6 +109,11 @@ until body=$(curl -s --max-time 2 "http://$LISTEN/"); do
     sleep 0.2
 done
 
+yardctl=
+for y in "$BUILD_DIR/yardctl" "$BUILD_DIR/control/yardctl"; do
+    [ -x "$y" ] && { yardctl=${y#"$ROOT"/}; break; }
+done
+
 if [ "$SELFTEST" = 1 ]; then
     fail=0
     case $body in
@@ -121,6 +126,19 @@ if [ "$SELFTEST" = 1 ]; then
     "hello from green/"*) say "ok - $PREVIEW (preview) answered: $pbody" ;;
     *) say "# warning: $PREVIEW (preview) answered '$pbody', expected 'hello from green/...'" ;;
     esac
+    # The yardctl commands the demo prints must work as printed.
+    if [ -n "$yardctl" ]; then
+        for cmd in "status" "weight green=25" "rollback --reason demo" "server blue/b1 drain" \
+                   "server blue/b1 ready" "events"; do
+            # shellcheck disable=SC2086
+            if (cd "$ROOT" && SWITCHYARD_SOCKET=$RUN/control.sock $yardctl $cmd >/dev/null); then
+                say "ok - yardctl $cmd"
+            else
+                say "not ok - yardctl $cmd failed"
+                fail=1
+            fi
+        done
+    fi
     stop_all
     if [ "$proxy_rc" != 0 ]; then
         say "not ok - switchyard exited with status $proxy_rc on SIGTERM (expected 0)"
@@ -132,10 +150,6 @@ if [ "$SELFTEST" = 1 ]; then
     exit $fail
 fi
 
-yardctl=
-for y in "$BUILD_DIR/yardctl" "$BUILD_DIR/control/yardctl"; do
-    [ -x "$y" ] && { yardctl=${y#"$ROOT"/}; break; }
-done
 
 try() { printf '  %-52s # %s\n' "$1" "$2"; }
 say ""
@@ -151,11 +165,16 @@ try "curl -i -b $RUN/jar -c $RUN/jar http://$LISTEN/" "sticky: the sy_bucket coo
 try "kill -HUP $proxy_pid" "reload conf/demo.yaml (a bad edit keeps the old one)"
 say ""
 if [ -n "$yardctl" ]; then
-    say "Cutover (with yardctl):"
+    say "Move traffic (with yardctl):"
     try "export SWITCHYARD_SOCKET=$RUN/control.sock" "the demo's control socket"
-    try "$yardctl status" "pools, servers, routing, generation"
-    try "$yardctl cutover --to green --wait" "step traffic to green, gated on health"
-    try "$yardctl rollback" "instant: everything back to blue"
+    try "$yardctl status" "pools, servers, health, routing, generation"
+    try "$yardctl weight green=25" "25% of clients to green (sticky buckets)"
+    try "for i in \$(seq 20); do curl -s http://$LISTEN/; done" "see the split"
+    try "$yardctl rollback --reason demo" "instant: everything back to blue"
+    try "$yardctl server blue/b1 drain" "b1 takes no new requests; 'ready' undoes it"
+    try "$yardctl events" "what happened, with generations"
+    try "curl --unix-socket $RUN/control.sock http://x/metrics" "Prometheus metrics"
+    say "  (cutover --to green --wait, the gated rollout, arrives with the rollout engine)"
 else
     say "Cutover: arrives with the control plane (yardctl), which is not built yet."
 fi
