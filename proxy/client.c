@@ -402,6 +402,62 @@ on_begin(void *arg)
     return 0;
 }
 
+/* Whether a field's value equals s (case-insensitive, blanks around ignored). */
+static bool
+field_is(const struct http_head *h, const struct http_field *f, const char *s)
+{
+    const char *v = http_field_value(h, f);
+    size_t n = f->value_len;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    while (n > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    return n == strlen(s) && strncasecmp(v, s, n) == 0;
+}
+
+/* DESIGN §3 step 1, the header part: the pool the preview header asks for when the request is
+ * authorized — every configured condition holds: the client in preview.allow_from, and/or
+ * X-Switchyard-Token equal to preview.token (none configured: never). -1 otherwise; a refused
+ * header is counted and ignored. Both headers are stripped before forwarding either way. */
+static int
+preview_pool(struct client *c, const struct conf *conf, const struct route_word *rw)
+{
+    const struct conf_preview *pv = &conf->routing.preview;
+    const struct http_head *h = &c->rf.head;
+    const struct http_field *f = pv->header ? http_head_get(h, pv->header, NULL) : NULL;
+    if (f == NULL)
+        return -1;
+    int pool;
+    if (field_is(h, f, "blue"))
+        pool = POOL_BLUE;
+    else if (field_is(h, f, "green"))
+        pool = POOL_GREEN;
+    else if (field_is(h, f, "standby"))
+        pool = (int)route_other_pool(rw->live);
+    else if (field_is(h, f, "live"))
+        pool = (int)rw->live;
+    else
+        pool = -1;
+    bool ok = pool >= 0 && (pv->nallow_from > 0 || pv->token != NULL);
+    if (ok && pv->nallow_from > 0) {
+        bool in = false;
+        for (size_t i = 0; i < pv->nallow_from && !in; i++)
+            in = conf_cidr_match(&pv->allow_from[i], (const struct sockaddr *)&c->peer);
+        ok = in;
+    }
+    if (ok && pv->token) {
+        const struct http_field *t = http_head_get(h, PREVIEW_TOKEN_HEADER, NULL);
+        ok = t != NULL && field_is(h, t, pv->token);
+    }
+    if (!ok) {
+        stats_add(&c->w->board->listener[c->w->id].preview_refused, 1);
+        return -1;
+    }
+    return pool;
+}
+
 /* The bucket of DESIGN §3 step 2 and the pool of step 3 (step 1, preview, is the listener's). */
 static void
 route_request(struct client *c, const struct conf *conf)
@@ -422,6 +478,11 @@ route_request(struct client *c, const struct conf *conf)
         return;
     case ROUTE_TO_NORMAL:
         break;
+    }
+    int preview = preview_pool(c, conf, &rw);
+    if (preview >= 0) {
+        c->pool = (enum pool_id)preview;
+        return;
     }
     const struct conf_sticky *st = &conf->routing.sticky;
     uint32_t bucket = 0;

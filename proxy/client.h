@@ -17,6 +17,9 @@
 #include "proxy/reqframe.h"
 #include "proxy/worker.h"
 
+/* The header that carries routing.preview.token (stripped like the preview header). */
+#define PREVIEW_TOKEN_HEADER "X-Switchyard-Token"
+
 /* Output queued towards one side before reading from the other stops (back-pressure). */
 #define RELAY_HIGH_BYTES (256 * 1024)
 #define RELAY_LOW_BYTES (64 * 1024)

@@ -356,6 +356,7 @@ http_write_request(struct http_buf *out, const struct http_head *h,
 
     const struct http_field *host = NULL;
     size_t strip_len = m->strip ? strlen(m->strip) : 0;
+    size_t strip2_len = m->strip2 ? strlen(m->strip2) : 0;
     bool have_xff = false;
     for (uint32_t i = 0; i < h->nfields; i++) {
         const struct http_field *f = &h->fields[i];
@@ -369,6 +370,8 @@ http_write_request(struct http_buf *out, const struct http_head *h,
             NAME_IS(h, f, "X-Request-Id"))
             continue;
         if (m->strip && name_is(h, f, m->strip, strip_len))
+            continue;
+        if (m->strip2 && name_is(h, f, m->strip2, strip2_len))
             continue;
         if (host == NULL && NAME_IS(h, f, "Host"))
             host = f;

@@ -121,6 +121,7 @@ struct http_request_out {
     const char *proto;       /* "http" or "https" */
     const char *request_id;  /* the id to send */
     const char *strip;       /* a field to drop (the preview header), or NULL */
+    const char *strip2;      /* another (the preview token header), or NULL */
     bool upgrade;            /* keep Upgrade and send Connection: upgrade */
     bool chunked;            /* the body is chunked (the client's single, chunked-final
                               * Transfer-Encoding field passes through; we re-chunk) */

@@ -151,7 +151,8 @@ relay_attach(struct client *c)
         .client_ip = c->peer_text,
         .proto = c->tls ? "https" : "http",
         .request_id = c->request_id,
-        .strip = NULL,
+        .strip = conf->routing.preview.header,
+        .strip2 = PREVIEW_TOKEN_HEADER,
         .upgrade = c->rf.upgrade,
         .chunked = c->rf.chunked,
     };

@@ -161,6 +161,7 @@ stats_sum(struct stats_totals *dst, const struct stats_block *src)
     dst->timeouts += ld(&src->timeouts);
     dst->retries += ld(&src->retries);
     dst->failovers += ld(&src->failovers);
+    dst->preview_refused += ld(&src->preview_refused);
     dst->ejections += ld(&src->ejections);
     dst->bytes_in += ld(&src->bytes_in);
     dst->bytes_out += ld(&src->bytes_out);
@@ -189,6 +190,7 @@ stats_delta(struct stats_totals *dst, const struct stats_totals *a, const struct
     dst->timeouts = sub(a->timeouts, b->timeouts);
     dst->retries = sub(a->retries, b->retries);
     dst->failovers = sub(a->failovers, b->failovers);
+    dst->preview_refused = sub(a->preview_refused, b->preview_refused);
     dst->ejections = sub(a->ejections, b->ejections);
     dst->bytes_in = sub(a->bytes_in, b->bytes_in);
     dst->bytes_out = sub(a->bytes_out, b->bytes_out);
@@ -261,6 +263,7 @@ stats_block_store(struct stats_block *dst, const struct stats_totals *src)
     st(&dst->timeouts, src->timeouts);
     st(&dst->retries, src->retries);
     st(&dst->failovers, src->failovers);
+    st(&dst->preview_refused, src->preview_refused);
     st(&dst->ejections, src->ejections);
     st(&dst->bytes_in, src->bytes_in);
     st(&dst->bytes_out, src->bytes_out);

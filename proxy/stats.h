@@ -49,6 +49,7 @@ struct stats_block {
     atomic_uint_fast64_t timeouts;          /* upstream connect or response timeouts */
     atomic_uint_fast64_t retries;           /* connect retries on another server, stale retries */
     atomic_uint_fast64_t failovers;         /* requests that went to the other pool (pool only) */
+    atomic_uint_fast64_t preview_refused;   /* preview headers ignored: not authorized (listener) */
     atomic_uint_fast64_t ejections;         /* passive ejections (server only) */
     atomic_uint_fast64_t bytes_in;          /* request bytes from clients (head + body) */
     atomic_uint_fast64_t bytes_out;         /* response bytes to clients (head + body) */
@@ -67,6 +68,7 @@ struct stats_totals {
     uint64_t timeouts;
     uint64_t retries;
     uint64_t failovers;
+    uint64_t preview_refused;
     uint64_t ejections;
     uint64_t bytes_in;
     uint64_t bytes_out;
