@@ -29,6 +29,7 @@
 #include "control/health.h"
 #include "control/measure.h"
 #include "control/metrics.h"
+#include "control/rollout.h"
 #include "proxy/clock.h"
 #include "proxy/http.h"
 #include "proxy/log.h"
@@ -375,9 +376,9 @@ handle_status(struct api *a, struct evhttp_request *req)
         json_object_set_new(pools, conf_pool_name((enum pool_id)p),
                             pool_json(a, &a->d->snap->pools[p], &rw, now));
     reply_ok(a, req,
-             json_pack("{s:s, s:I, s:o, s:{s:s}, s:o}", "version", SWITCHYARD_VERSION,
+             json_pack("{s:s, s:I, s:o, s:o, s:o}", "version", SWITCHYARD_VERSION,
                        "generation", (json_int_t)rw.generation, "routing", routing_json(&rw),
-                       "rollout", "state", "stable", "pools", pools));
+                       "rollout", rollout_status_json(&a->d->rollout, now), "pools", pools));
 }
 
 /* --- mutations --- */
@@ -432,9 +433,29 @@ handle_rollback(struct api *a, struct evhttp_request *req, json_t *body, const c
     }
     struct route_word before;
     routing_load(&a->d->routing, &before);
+    const char *why = reason ? json_string_value(reason) : NULL;
+    struct rollout *r = &a->d->rollout;
+    enum pool_id live = before.live;
+    if (r->phase == ROLLOUT_STABLE && r->outcome == ROLLOUT_OUTCOME_PROMOTED &&
+        before.live == r->to) {
+        /* After a promotion the old pool is kept warm: rolling back swaps back to it. */
+        live = r->from;
+    } else if (r->phase != ROLLOUT_STABLE) {
+        live = r->from;
+    }
+    bool ends_rollout = r->phase != ROLLOUT_STABLE || live != before.live;
+    struct rollout_step step = {0};
+    rollout_rollback(r, clock_ms(), why, &step);
+    if (live != before.live)
+        r->outcome = ROLLOUT_OUTCOME_ROLLED_BACK; /* the promotion is undone */
     uint64_t ack_us = 0;
-    daemon_route(a->d, before.live, 0, "rollback", reason ? json_string_value(reason) : NULL,
-                 peer, &ack_us);
+    daemon_route(a->d, live, 0, "rollback", why, peer, &ack_us);
+    if (ends_rollout) {
+        json_t *ev = rollout_status_json(r, clock_ms());
+        json_object_set_new(ev, "action", json_string("rolled_back"));
+        json_object_set_new(ev, "peer", json_string(peer));
+        events_emit(a->d->events, generation(a), "rollout", ev);
+    }
     route_reply(a, req, &before, ack_us);
     return 200;
 }
@@ -460,6 +481,8 @@ handle_weights(struct api *a, struct evhttp_request *req, json_t *body, const ch
     }
     struct route_word before;
     routing_load(&a->d->routing, &before);
+    if (a->d->rollout.phase == ROLLOUT_PROGRESSING)
+        rollout_manual_weight(&a->d->rollout, clock_ms()); /* a manual split pauses it */
     uint64_t ack_us = 0;
     daemon_route(a->d, before.live, (uint32_t)ibp, "weights", NULL, peer, &ack_us);
     route_reply(a, req, &before, ack_us);
@@ -517,6 +540,185 @@ handle_reload(struct api *a, struct evhttp_request *req, json_t *body)
         return 400;
     }
     reply_ok(a, req, json_pack("{s:I}", "serial", (json_int_t)a->d->snap->serial));
+    return 200;
+}
+
+/* A plan from a cutover request: absent (the configured one), a shorthand string, or a list of
+ * {weight: percent, hold: duration string or seconds}. 0, or -1 after answering 400. */
+static int
+read_plan(struct api *a, struct evhttp_request *req, json_t *j, struct conf_plan *plan)
+{
+    char err[256];
+    if (json_is_string(j)) {
+        if (conf_parse_plan_shorthand(json_string_value(j), plan, err, sizeof(err)) == -1) {
+            reply_error(a, req, 400, "invalid", "plan", "%s", err);
+            return -1;
+        }
+        return 0;
+    }
+    if (!json_is_array(j) || json_array_size(j) == 0 ||
+        json_array_size(j) > CONF_PLAN_MAX_STEPS) {
+        reply_error(a, req, 400, "invalid", "plan",
+                    "a shorthand (linear:10%%/1m, canary:5%%/5m) or 1..%d steps {weight, hold}",
+                    CONF_PLAN_MAX_STEPS);
+        return -1;
+    }
+    plan->nsteps = json_array_size(j);
+    plan->steps = xcalloc(plan->nsteps, sizeof(*plan->steps));
+    for (size_t i = 0; i < plan->nsteps; i++) {
+        json_t *st = json_array_get(j, i);
+        json_t *w = json_object_get(st, "weight");
+        json_t *h = json_object_get(st, "hold");
+        char wtext[32];
+        uint32_t bp = 0;
+        uint64_t hold = 0;
+        bool ok = json_is_object(st) && json_is_number(w) && json_object_size(st) <= 2 &&
+                  (json_object_size(st) == 1 || h != NULL);
+        if (ok) {
+            snprintf(wtext, sizeof(wtext), "%.6g", json_number_value(w));
+            ok = conf_parse_percent(wtext, &bp) == 0 && bp > 0;
+        }
+        if (ok && h) {
+            if (json_is_string(h))
+                ok = conf_parse_duration(json_string_value(h), &hold) == 0;
+            else if (json_is_integer(h) && json_integer_value(h) >= 0)
+                hold = (uint64_t)json_integer_value(h) * 1000u;
+            else
+                ok = false;
+        }
+        if (!ok) {
+            reply_error(a, req, 400, "invalid", "plan",
+                        "step %zu: {\"weight\": percent 0.01-100, \"hold\": \"1m\" or seconds}",
+                        i + 1);
+            free(plan->steps);
+            plan->steps = NULL;
+            return -1;
+        }
+        plan->steps[i].weight_bp = bp;
+        plan->steps[i].hold_ms = hold;
+    }
+    return 0;
+}
+
+static int
+handle_cutover(struct api *a, struct evhttp_request *req, json_t *body, const char *peer)
+{
+    static const char *const fields[] = {"to", "plan", "id", "if_generation", NULL};
+    if (!only_fields(a, req, body, fields) || !generation_matches(a, req, body))
+        return 400;
+    struct rollout *r = &a->d->rollout;
+    const struct conf *conf = a->d->snap->conf;
+    json_t *to = json_object_get(body, "to");
+    json_t *id = json_object_get(body, "id");
+    int target = json_is_string(to) ? conf_pool_from_name(json_string_value(to)) : -1;
+    if (target < 0) {
+        reply_error(a, req, 400, "invalid", "to", "\"to\" must be \"blue\" or \"green\"");
+        return 400;
+    }
+    if (id && (!json_is_string(id) || strlen(json_string_value(id)) == 0 ||
+               strlen(json_string_value(id)) > 64)) {
+        reply_error(a, req, 400, "invalid", "id", "must be a string of 1 to 64 characters");
+        return 400;
+    }
+    uint64_t now = clock_ms();
+    /* The same id again is the same cutover: answer with its state, change nothing. */
+    if (id && strcmp(r->id, json_string_value(id)) == 0 &&
+        (r->phase != ROLLOUT_STABLE || r->outcome != ROLLOUT_OUTCOME_NONE)) {
+        send_json(req, 202,
+                  json_pack("{s:b, s:I, s:o}", "ok", 1, "generation", (json_int_t)generation(a),
+                            "data", rollout_status_json(r, now)));
+        a->answered_status = 202;
+        a->answered_code = NULL;
+        return 202;
+    }
+    if (r->phase != ROLLOUT_STABLE) {
+        reply_error(a, req, 409, "conflict", NULL, "a rollout to %s is %s", conf_pool_name(r->to),
+                    rollout_phase_name(r->phase));
+        return 409;
+    }
+    struct route_word rw;
+    routing_load(&a->d->routing, &rw);
+    if ((enum pool_id)target == rw.live) {
+        reply_error(a, req, 400, "invalid", "to", "%s is already live", conf_pool_name(rw.live));
+        return 400;
+    }
+    /* Pre-check: the target has enough healthy servers. */
+    const struct pool *pool = &a->d->snap->pools[target];
+    unsigned checked = 0, healthy = 0;
+    for (size_t i = 0; i < pool->nservers; i++) {
+        if (atomic_load_explicit(&pool->servers[i]->admin, memory_order_relaxed) == ADMIN_MAINT)
+            continue;
+        checked++;
+        if (atomic_load_explicit(&pool->servers[i]->health, memory_order_relaxed) == HEALTH_UP)
+            healthy++;
+    }
+    double ratio = checked ? (double)healthy / checked : 0.0;
+    if (checked == 0 || ratio < conf->rollout.gates.min_healthy_ratio) {
+        reply_error(a, req, 409, "conflict", NULL,
+                    "%s has %u of %u servers healthy (gates.min_healthy_ratio %.2f)",
+                    conf_pool_name((enum pool_id)target), healthy, checked,
+                    conf->rollout.gates.min_healthy_ratio);
+        return 409;
+    }
+    struct conf_plan plan = {0};
+    json_t *pj = json_object_get(body, "plan");
+    if (pj && read_plan(a, req, pj, &plan) == -1)
+        return 400;
+    char err[256];
+    struct rollout_step step = {0};
+    int rc = rollout_start(r, &conf->rollout, rw.live, (enum pool_id)target,
+                           pj ? &plan : &conf->rollout.plan, id ? json_string_value(id) : "",
+                           now, &step, err, sizeof(err));
+    free(plan.steps);
+    if (rc == -1) {
+        reply_error(a, req, 400, "invalid", "plan", "%s", err);
+        return 400;
+    }
+    daemon_rollout_step(a->d, &step, "started", peer);
+    send_json(req, 202,
+              json_pack("{s:b, s:I, s:o}", "ok", 1, "generation", (json_int_t)generation(a),
+                        "data", rollout_status_json(r, clock_ms())));
+    a->answered_status = 202;
+    a->answered_code = NULL;
+    return 202;
+}
+
+/* pause, resume, promote. */
+static int
+handle_control(struct api *a, struct evhttp_request *req, json_t *body, const char *what,
+               const char *peer)
+{
+    static const char *const fields[] = {"reason", "if_generation", NULL};
+    if (!only_fields(a, req, body, fields) || !generation_matches(a, req, body))
+        return 400;
+    json_t *reason = json_object_get(body, "reason");
+    if (reason && !json_is_string(reason)) {
+        reply_error(a, req, 400, "invalid", "reason", "must be a string");
+        return 400;
+    }
+    struct rollout *r = &a->d->rollout;
+    struct rollout_step step = {0};
+    char err[256];
+    uint64_t now = clock_ms();
+    int rc;
+    const char *action;
+    if (strcmp(what, "pause") == 0) {
+        rc = rollout_pause(r, now, reason ? json_string_value(reason) : "paused by an operator",
+                           &step, err, sizeof(err));
+        action = "paused";
+    } else if (strcmp(what, "resume") == 0) {
+        rc = rollout_resume(r, now, &step, err, sizeof(err));
+        action = "resumed";
+    } else {
+        rc = rollout_promote(r, now, &step, err, sizeof(err));
+        action = "promoted";
+    }
+    if (rc == -1) {
+        reply_error(a, req, 409, "conflict", NULL, "%s", err);
+        return 409;
+    }
+    daemon_rollout_step(a->d, &step, action, peer);
+    reply_ok(a, req, rollout_status_json(r, clock_ms()));
     return 200;
 }
 
@@ -613,10 +815,11 @@ handle_events(struct api *a, struct evhttp_request *req, const char *query)
     uint64_t since = 0, wait_s = 0;
     const char *s = evhttp_find_header(&q, "since");
     const char *wv = evhttp_find_header(&q, "wait");
-    bool ok = (s == NULL || parse_u64(s, &since)) && (wv == NULL || parse_u64(wv, &wait_s));
-    evhttp_clear_headers(&q);
-    if (!ok) {
-        reply_error(a, req, 400, "invalid", s && !parse_u64(s, &since) ? "since" : "wait",
+    bool since_ok = s == NULL || parse_u64(s, &since);
+    bool wait_ok = wv == NULL || parse_u64(wv, &wait_s);
+    evhttp_clear_headers(&q); /* s and wv point into q: not used after this */
+    if (!since_ok || !wait_ok) {
+        reply_error(a, req, 400, "invalid", since_ok ? "wait" : "since",
                     "must be a non-negative integer");
         return;
     }
@@ -659,7 +862,7 @@ handle_metrics(struct api *a, struct evhttp_request *req)
         .measure = a->d->measure,
         .health = a->d->health,
         .board = a->d->board,
-        .rollout_phase = 0,
+        .rollout_phase = (int)a->d->rollout.phase,
     };
     struct http_buf b = {0};
     metrics_render(&b, &in);
@@ -735,16 +938,13 @@ on_request(struct evhttp_request *req, void *arg)
     bool is_server = split_server_path(path, sbuf, sizeof(sbuf), &spool, &sname, &sstate);
     enum evhttp_cmd_type want = strcmp(path, "/v1/weights") == 0 ? EVHTTP_REQ_PUT
                                                                   : EVHTTP_REQ_POST;
-    bool known = is_server || strcmp(path, "/v1/rollback") == 0 ||
-                 strcmp(path, "/v1/weights") == 0 || strcmp(path, "/v1/reload") == 0;
-    bool later = strcmp(path, "/v1/cutover") == 0 || strcmp(path, "/v1/pause") == 0 ||
-                 strcmp(path, "/v1/resume") == 0 || strcmp(path, "/v1/promote") == 0;
+    bool control = strcmp(path, "/v1/pause") == 0 || strcmp(path, "/v1/resume") == 0 ||
+                   strcmp(path, "/v1/promote") == 0;
+    bool known = is_server || control || strcmp(path, "/v1/rollback") == 0 ||
+                 strcmp(path, "/v1/weights") == 0 || strcmp(path, "/v1/reload") == 0 ||
+                 strcmp(path, "/v1/cutover") == 0;
     if (!known) {
-        if (later)
-            reply_error(a, req, 404, "not_found", NULL,
-                        "%s arrives with the rollout engine (not in this version)", path);
-        else
-            reply_error(a, req, 404, "not_found", NULL, "no such endpoint: %s", path);
+        reply_error(a, req, 404, "not_found", NULL, "no such endpoint: %s", path);
         json_decref(peer_json);
         return;
     }
@@ -769,6 +969,10 @@ on_request(struct evhttp_request *req, void *arg)
             handle_rollback(a, req, body, peer);
         else if (strcmp(path, "/v1/weights") == 0)
             handle_weights(a, req, body, peer);
+        else if (strcmp(path, "/v1/cutover") == 0)
+            handle_cutover(a, req, body, peer);
+        else if (control)
+            handle_control(a, req, body, path + 4, peer);
         else
             handle_reload(a, req, body);
     }

@@ -64,8 +64,8 @@ wall_ms(void)
 }
 
 /* Writes the run-time state (routing word, admin states) to the state store. */
-static void
-save_state(struct daemon *d)
+void
+daemon_save_state(struct daemon *d)
 {
     if (d->store == NULL)
         return;
@@ -73,7 +73,11 @@ save_state(struct daemon *d)
     routing_load(&d->routing, &rw);
     struct state st;
     state_init(&st);
-    state_capture(&st, &rw, d->snap, NULL, wall_ms());
+    json_t *ro = rollout_save_json(&d->rollout);
+    char *ro_text = ro ? json_dumps(ro, JSON_COMPACT) : NULL;
+    json_decref(ro);
+    state_capture(&st, &rw, d->snap, ro_text, wall_ms());
+    free(ro_text);
     char err[256];
     int r = state_store_cas(d->store, d->store_generation, &st, err, sizeof(err));
     if (r == 0)
@@ -111,6 +115,19 @@ restore_state(struct daemon *d)
         } else {
             routing_init(&d->routing, st.live, st.standby_bp, st.flags,
                          st.generation ? st.generation : 1);
+            if (st.rollout_json) {
+                json_error_t jerr;
+                json_t *ro = json_loads(st.rollout_json, 0, &jerr);
+                char rerr[256];
+                if (ro == NULL || rollout_restore(&d->rollout, ro, &conf->rollout, clock_ms(), rerr,
+                                                  sizeof(rerr)) == -1)
+                    log_warn("state file: rollout state ignored: %s",
+                             ro ? rerr : jerr.text);
+                else if (d->rollout.phase != ROLLOUT_STABLE)
+                    log_warn("state file: the rollout to %s resumes paused at step %zu",
+                             conf_pool_name(d->rollout.to), d->rollout.step + 1);
+                json_decref(ro);
+            }
             size_t skipped = state_apply_admin(&st, d->snap);
             if (skipped)
                 log_warn("state file: %zu admin state%s for servers not in the config ignored",
@@ -220,7 +237,7 @@ daemon_route(struct daemon *d, enum pool_id live, uint32_t standby_bp, const cha
     if (peer)
         json_object_set_new(ev, "peer", json_string(peer));
     events_emit(d->events, gen, "routing", ev);
-    save_state(d);
+    daemon_save_state(d);
     return gen;
 }
 
@@ -240,7 +257,7 @@ daemon_set_admin(struct daemon *d, struct server *srv, enum admin_state st, cons
     if (peer)
         json_object_set_new(ev, "peer", json_string(peer));
     events_emit(d->events, current_generation(d), "admin", ev);
-    save_state(d);
+    daemon_save_state(d);
 }
 
 static void
@@ -272,11 +289,77 @@ on_first_round(void *arg)
     start_workers(arg);
 }
 
+void
+daemon_rollout_step(struct daemon *d, const struct rollout_step *step, const char *what,
+                    const char *peer)
+{
+    struct rollout *r = &d->rollout;
+    const char *reason = step->reason[0] ? step->reason : NULL;
+    switch (step->action) {
+    case ROLLOUT_ACTION_NONE:
+        break;
+    case ROLLOUT_ACTION_WEIGHT:
+        daemon_route(d, r->from, step->weight_bp, what, reason, peer, NULL);
+        break;
+    case ROLLOUT_ACTION_PROMOTE:
+        daemon_route(d, r->to, 0, "promote", reason, peer, NULL);
+        break;
+    case ROLLOUT_ACTION_ROLLBACK:
+        daemon_route(d, r->from, 0, "rollback", reason, peer, NULL);
+        break;
+    }
+    json_t *ev = rollout_status_json(r, clock_ms());
+    json_object_set_new(ev, "action", json_string(what));
+    if (peer)
+        json_object_set_new(ev, "peer", json_string(peer));
+    events_emit(d->events, current_generation(d), "rollout", ev);
+    if (step->action == ROLLOUT_ACTION_NONE)
+        daemon_save_state(d);
+}
+
+/* Feeds the rollout engine its once-a-second measurements. */
+static void
+rollout_tick_now(struct daemon *d)
+{
+    struct rollout *r = &d->rollout;
+    if (r->phase != ROLLOUT_PROGRESSING)
+        return;
+    struct rollout_inputs in = {.now_ms = clock_ms()};
+    uint64_t window = r->cfg.gates.window_ms;
+    measure_pool_window(d->measure, r->to, window, &in.standby);
+    measure_pool_window(d->measure, r->from, window, &in.live);
+    const struct pool *pool = &d->snap->pools[r->to];
+    for (size_t i = 0; i < pool->nservers; i++) {
+        const struct server *srv = pool->servers[i];
+        if (atomic_load_explicit(&srv->admin, memory_order_relaxed) == ADMIN_MAINT)
+            continue;
+        in.standby_checked++;
+        if (atomic_load_explicit(&srv->health, memory_order_relaxed) == HEALTH_UP)
+            in.standby_healthy++;
+    }
+    struct rollout_step step = {0};
+    enum rollout_phase before = r->phase;
+    rollout_tick(r, &in, &step);
+    if (step.action == ROLLOUT_ACTION_NONE && before != r->phase) {
+        daemon_rollout_step(d, &step, "paused", NULL); /* on_failure: pause */
+    } else if (step.action != ROLLOUT_ACTION_NONE) {
+        const char *what = step.action == ROLLOUT_ACTION_WEIGHT   ? "step"
+                           : step.action == ROLLOUT_ACTION_PROMOTE ? "promoted"
+                                                                   : "rolled_back";
+        daemon_rollout_step(d, &step, what, NULL);
+    } else if (step.verdict_changed) {
+        json_t *ev = rollout_status_json(r, clock_ms());
+        json_object_set_new(ev, "action", json_string("verdict"));
+        events_emit(d->events, current_generation(d), "gate", ev);
+    }
+}
+
 static void
 on_sample(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
     measure_sample(d->measure, clock_ms(), d->snap);
+    rollout_tick_now(d);
 }
 
 static void
@@ -469,6 +552,7 @@ daemon_run(struct conf *conf)
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);
     routing_init(&d.routing, conf->routing.live, conf->routing.standby_bp, 0, 1);
+    rollout_init(&d.rollout);
     d.board = stats_board_create(d.nworkers);
     d.snap = snapshot_create(conf, NULL, d.nworkers, HEALTH_UNKNOWN);
     conf = NULL;
@@ -495,6 +579,8 @@ daemon_run(struct conf *conf)
         goto out;
     }
     d.measure = measure_create(d.board);
+    /* A baseline of zeros at start, so windows count the very first requests too. */
+    measure_sample(d.measure, clock_ms(), d.snap);
     d.sample_ev = event_new(d.base, -1, EV_PERSIST, on_sample, &d);
     {
         struct timeval one = {1, 0};
@@ -532,6 +618,7 @@ out:
         worker_destroy(&d.workers[j]);
     api_destroy(&d.api);
     state_store_destroy(&d.store);
+    rollout_finish(&d.rollout);
     health_destroy(&d.health);
     events_destroy(&d.events);
     accesslog_close(&d.alog);

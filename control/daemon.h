@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "conf/conf.h"
+#include "control/rollout.h"
 #include "proxy/route.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
@@ -32,6 +33,7 @@ struct daemon {
     struct api *api;             /* owned: the control socket(s) */
     struct state_store *store;   /* owned; NULL without state_file */
     uint64_t store_generation;   /* the generation the store last loaded or wrote */
+    struct rollout rollout;      /* the cutover state machine (control/rollout.c) */
     struct worker_socket *socks; /* owned: nworkers x nlisten, bound; adopted by the workers */
     size_t nsocks;
     bool started;                /* workers running (after the first round of checks) */
@@ -57,6 +59,14 @@ int daemon_run(struct conf *conf);
  * *ack_us (may be NULL) gets the time from publishing to the last acknowledgement. */
 uint64_t daemon_route(struct daemon *d, enum pool_id live, uint32_t standby_bp, const char *action,
                       const char *reason, const char *peer, uint64_t *ack_us);
+
+/* Performs what the rollout engine decided (publishing through daemon_route) and emits the
+ * matching "rollout" event. peer may be NULL (the engine's own tick). */
+void daemon_rollout_step(struct daemon *d, const struct rollout_step *step, const char *what,
+                         const char *peer);
+
+/* Saves the run-time state (routing, admin states, rollout) to the state store. */
+void daemon_save_state(struct daemon *d);
 
 /* Re-reads the config file; 0, or -1 with err filled (the running config stays). Emits a
  * "reload" event. */

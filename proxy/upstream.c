@@ -71,6 +71,7 @@ upstream_connect(struct worker *w, struct server *srv, uint64_t connect_timeout_
     u->w = w;
     srv->w[w->id].open_conns++;
     stats_gauge(&srv->stats[w->id].conns, 1);
+    stats_gauge(&w->board->pool[srv->pool][w->id].conns, 1);
     struct timeval tv = clock_tv(connect_timeout_ms);
     bufferevent_set_timeouts(bev, NULL, &tv);
     if (bufferevent_socket_connect(bev, (struct sockaddr *)&srv->addr.ss, (int)srv->addr.len) ==
@@ -137,6 +138,7 @@ upstream_close(struct upconn **up)
         list_remove(u);
     u->srv->w[u->w->id].open_conns--;
     stats_gauge(&u->srv->stats[u->w->id].conns, -1);
+    stats_gauge(&u->w->board->pool[u->srv->pool][u->w->id].conns, -1);
     bufferevent_free(u->bev);
     server_release(&u->srv);
     free(u);
