@@ -23,6 +23,7 @@
 #include "control/events.h"
 #include "control/health.h"
 #include "control/measure.h"
+#include "control/notify.h"
 #include "control/state.h"
 #include "proxy/accesslog.h"
 #include "proxy/worker.h"
@@ -277,10 +278,11 @@ on_health_change(void *arg, const struct server *srv, enum health_state from,
 static void start_workers(struct daemon *d);
 
 static void
-on_event_added(void *arg)
+on_event_added(void *arg, const json_t *event)
 {
     struct daemon *d = arg;
     api_events_added(d->api);
+    notify_event(d->notify, event);
 }
 
 static void
@@ -591,6 +593,7 @@ daemon_run(struct conf *conf)
         d.signals[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
         evsignal_add(d.signals[i], NULL);
     }
+    d.notify = notify_create(d.base, &d.snap->conf->notify);
     d.events = events_create(on_event_added, &d);
     {
         char err[512];
@@ -621,6 +624,7 @@ out:
     rollout_finish(&d.rollout);
     health_destroy(&d.health);
     events_destroy(&d.events);
+    notify_destroy(&d.notify);
     accesslog_close(&d.alog);
     for (size_t i = 0; d.socks && i < d.nsocks; i++)
         if (d.socks[i].fd != -1)

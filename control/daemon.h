@@ -15,6 +15,7 @@
 struct api;
 struct state_store;
 struct events;
+struct notify;
 struct health;
 struct measure;
 struct stats_board;
@@ -30,6 +31,7 @@ struct daemon {
     struct health *health;       /* owned: active checks (libcurl multi on this base) */
     struct accesslog *alog;      /* owned; NULL without log.access */
     struct events *events;       /* owned: the event ring */
+    struct notify *notify;       /* owned; NULL without notify.webhooks */
     struct api *api;             /* owned: the control socket(s) */
     struct state_store *store;   /* owned; NULL without state_file */
     uint64_t store_generation;   /* the generation the store last loaded or wrote */

@@ -60,7 +60,7 @@ events_emit(struct events *ev, uint64_t generation, const char *type, json_t *ob
     json_decref(*slot);
     *slot = obj;
     if (ev->fn)
-        ev->fn(ev->arg);
+        ev->fn(ev->arg, obj);
     return seq;
 }
 

@@ -12,8 +12,9 @@
 
 struct events;
 
-/* Called after each event is added (the API wakes its long-polls). */
-typedef void (*events_fn)(void *arg);
+/* Called after each event is added, with the event (borrowed for the call): the API wakes its
+ * long-polls, webhooks queue it. */
+typedef void (*events_fn)(void *arg, const json_t *event);
 
 struct events *events_create(events_fn fn, void *arg);
 void events_destroy(struct events **ev);
