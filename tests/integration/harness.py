@@ -889,3 +889,247 @@ def main():
     print('switchyard: %s\norigin: %s' % (SWITCHYARD, ORIGIN))
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=_DiagResult)
     unittest.main(module='__main__', testRunner=runner, exit=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Control API (HTTP + JSON over the unix socket or TCP) and yardctl — used by test_control.py,
+# test_yardctl.py and test_rollback_guarantee.py
+# ---------------------------------------------------------------------------------------------
+
+import http.client  # noqa: E402
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a unix stream socket (what `curl --unix-socket` does)."""
+
+    def __init__(self, path, timeout=DEFAULT_TIMEOUT):
+        super().__init__('localhost', timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.unix_path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+class CtlResponse:
+    """One control API answer: status, headers (lower-case names), body, and the envelope."""
+
+    def __init__(self, status, headers, body, elapsed):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.elapsed = elapsed          # seconds, request sent → body read
+        try:
+            self.json = json.loads(body.decode('utf-8')) if body else None
+        except ValueError:
+            self.json = None
+
+    @property
+    def ok(self):
+        return isinstance(self.json, dict) and self.json.get('ok') is True
+
+    @property
+    def generation(self):
+        return self.json.get('generation') if isinstance(self.json, dict) else None
+
+    @property
+    def data(self):
+        return self.json.get('data') if isinstance(self.json, dict) else None
+
+    @property
+    def error(self):
+        return (self.json.get('error') or {}) if isinstance(self.json, dict) else {}
+
+    @property
+    def code(self):
+        return self.error.get('code')
+
+    def summary(self, limit=600):
+        b = self.body[:limit].decode('utf-8', 'replace')
+        return 'HTTP %s %s%s' % (self.status, b, '...' if len(self.body) > limit else '')
+
+    def __repr__(self):
+        return '<CtlResponse %s>' % self.summary(200)
+
+
+class Ctl:
+    """A control API client. Ctl(sock_path) talks over the unix socket; Ctl(tcp=(host, port),
+    token=...) over TCP. keepalive=True reuses one connection (reconnecting when needed)."""
+
+    def __init__(self, sock=None, tcp=None, token=None, timeout=10.0, keepalive=False):
+        self.sock = sock
+        self.tcp = tcp
+        self.token = token
+        self.timeout = timeout
+        self.keepalive = keepalive
+        self._conn = None
+
+    def _new_conn(self, timeout):
+        if self.tcp:
+            return http.client.HTTPConnection(self.tcp[0], self.tcp[1], timeout=timeout)
+        return UnixHTTPConnection(self.sock, timeout=timeout)
+
+    def close(self):
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+            self._conn = None
+
+    def request(self, method, path, body=None, headers=None, timeout=None):
+        """body: dict/list → JSON; str/bytes → sent as is; None → no body."""
+        hs = {}
+        if self.token is not None:
+            hs['Authorization'] = 'Bearer ' + self.token
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode('utf-8')
+        if body is not None:
+            hs['Content-Type'] = 'application/json'
+        hs.update(headers or {})
+        to = timeout if timeout is not None else self.timeout
+        reuse = self.keepalive and self._conn is not None
+        for attempt in (0, 1):
+            conn = self._conn if reuse else self._new_conn(to)
+            if conn.sock is not None:
+                conn.sock.settimeout(to)
+            t0 = time.monotonic()
+            try:
+                try:
+                    conn.request(method, path, body=body, headers=hs)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass            # the server answered early (413) and closed: read the answer
+                r = conn.getresponse()
+                data = r.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                self._conn = None
+                if reuse and attempt == 0:      # a kept-alive connection the server closed
+                    reuse = False
+                    continue
+                raise
+            elapsed = time.monotonic() - t0
+            resp = CtlResponse(r.status, {k.lower(): v for k, v in r.getheaders()}, data, elapsed)
+            if self.keepalive and not r.will_close:
+                self._conn = conn
+            else:
+                conn.close()
+                self._conn = None
+            return resp
+
+    def get(self, path, **kw):
+        return self.request('GET', path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request('POST', path, body, **kw)
+
+    def put(self, path, body=None, **kw):
+        return self.request('PUT', path, body, **kw)
+
+    def status(self):
+        r = self.get('/v1/status')
+        if r.status != 200 or not r.ok:
+            raise AssertionError('GET /v1/status: %s' % r.summary())
+        return r.data
+
+    def generation(self):
+        return self.status()['generation']
+
+    def weights(self, percent, **extra):
+        return self.put('/v1/weights', dict(extra, standby_percent=percent))
+
+    def rollback(self, reason=None, **extra):
+        body = dict(extra)
+        if reason is not None:
+            body['reason'] = reason
+        return self.post('/v1/rollback', body)
+
+    def admin(self, pool, server, state, body=None):
+        return self.post('/v1/servers/%s/%s/%s' % (pool, server, state), body)
+
+    def events(self, since=0, wait=None, timeout=None):
+        q = '/v1/events?since=%d' % since
+        if wait is not None:
+            q += '&wait=%s' % wait
+        return self.get(q, timeout=timeout)
+
+    def metrics_text(self):
+        r = self.get('/metrics')
+        if r.status != 200:
+            raise AssertionError('GET /metrics: %s' % r.summary())
+        return r.body.decode('utf-8')
+
+
+def ctl_for(proxy, **kw):
+    """A Ctl on the proxy's control socket (from its config)."""
+    return Ctl(proxy.config['control']['socket'], **kw)
+
+
+def parse_metrics(text):
+    """Prometheus text → (families {name: type}, samples {(sample_name, frozenset(labels)): value}).
+    Family names as prometheus_client reports them (a counter's without `_total`)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    fams = {}
+    samples = {}
+    for fam in text_string_to_metric_families(text):
+        fams[fam.name] = fam.type
+        for s in fam.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return fams, samples
+
+
+def metric(samples, name, **labels):
+    """The value of one sample (exact label set), or None."""
+    return samples.get((name, frozenset(labels.items())))
+
+
+def wait_until(pred, timeout, interval=0.05):
+    """Call pred until it returns a true value or timeout passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def find_yardctl():
+    p = os.environ.get('YARDCTL')
+    if p:
+        return p
+    for b in ('build-it', 'build'):
+        cand = os.path.join(SOURCE_ROOT, b, 'control', 'yardctl')
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+def run_yardctl(args, sock=None, env=None, timeout=20):
+    """Run yardctl → (returncode, stdout, stderr, seconds). sock sets SWITCHYARD_SOCKET (None:
+    removed from the environment, so that a test never talks to /run/switchyard)."""
+    e = dict(os.environ)
+    e.pop('SWITCHYARD_SOCKET', None)
+    if sock is not None:
+        e['SWITCHYARD_SOCKET'] = sock
+    if env:
+        e.update(env)
+    t0 = time.monotonic()
+    p = subprocess.run([find_yardctl()] + list(args), env=e, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=timeout, preexec_fn=_preexec)
+    return (p.returncode, p.stdout.decode('utf-8', 'replace'),
+            p.stderr.decode('utf-8', 'replace'), time.monotonic() - t0)
+
+
+def percentile(values, q):
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(round(q / 100.0 * len(v) + 0.5)) - 1))
+    return v[k]
