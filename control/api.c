@@ -202,6 +202,7 @@ authorize(struct api_listener *l, struct evhttp_request *req, char *peer, size_t
             evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                               "Bearer");
             reply_error(a, req, 401, "forbidden", NULL, "a valid bearer token is required");
+            *peer_json = json_pack("{s:s}", "token", "(invalid)");
             return false;
         }
         snprintf(peer, peerlen, "token %s", a->token_name);
@@ -851,6 +852,37 @@ handle_events(struct api *a, struct evhttp_request *req, const char *query)
         evhttp_connection_set_closecb(conn, on_waiter_closed, w);
 }
 
+/* The rollout's step and gates (the families metrics.c does not know about). */
+static void
+rollout_metrics(struct http_buf *b, const struct rollout *r)
+{
+    char line[256];
+    int n = snprintf(line, sizeof(line),
+                     "# HELP switchyard_rollout_step Current step of the rollout (1-based; 0 when "
+                     "stable).\n# TYPE switchyard_rollout_step gauge\nswitchyard_rollout_step %zu\n",
+                     r->phase == ROLLOUT_STABLE ? (size_t)0 : r->step + 1);
+    http_buf_add(b, line, (size_t)n);
+    static const char *const fam[3][2] = {
+        {"switchyard_gate_value", "Observed value of each rollout gate (ratio, rate or ms)."},
+        {"switchyard_gate_threshold", "Threshold of each rollout gate (same unit)."},
+        {"switchyard_gate_pass", "1 when the gate passed at its last evaluation, else 0."},
+    };
+    for (int f = 0; f < 3; f++) {
+        n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s gauge\n", fam[f][0], fam[f][1],
+                     fam[f][0]);
+        http_buf_add(b, line, (size_t)n);
+        for (int g = 0; g < GATE_COUNT; g++) {
+            const struct gate_result *gr = &r->gates[g];
+            if (!gr->enabled)
+                continue;
+            double v = f == 0 ? gr->observed : f == 1 ? gr->threshold : (gr->pass ? 1.0 : 0.0);
+            n = snprintf(line, sizeof(line), "%s{gate=\"%s\"} %.6g\n", fam[f][0],
+                         rollout_gate_name((enum gate_id)g), v);
+            http_buf_add(b, line, (size_t)n);
+        }
+    }
+}
+
 static void
 handle_metrics(struct api *a, struct evhttp_request *req)
 {
@@ -866,6 +898,7 @@ handle_metrics(struct api *a, struct evhttp_request *req)
     };
     struct http_buf b = {0};
     metrics_render(&b, &in);
+    rollout_metrics(&b, &a->d->rollout);
     struct evbuffer *out = evbuffer_new();
     evbuffer_add(out, b.p, b.len);
     http_buf_finish(&b);
@@ -913,6 +946,10 @@ on_request(struct evhttp_request *req, void *arg)
     char peer[96];
     json_t *peer_json = NULL;
     if (!authorize(l, req, peer, sizeof(peer), &peer_json)) {
+        /* A refused attempt at a mutation is worth an audit line too. */
+        if (evhttp_request_get_command(req) != EVHTTP_REQ_GET)
+            audit(a, peer_json, req, path, NULL, a->answered_status, a->answered_code,
+                  generation(a));
         json_decref(peer_json);
         return;
     }

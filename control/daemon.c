@@ -356,12 +356,46 @@ rollout_tick_now(struct daemon *d)
     }
 }
 
+/* drain.tunnel_timeout: a pool that has had no share for that long loses its remaining tunnels
+ * (0 = never). The live pool always has a share; the standby has one when standby_bp > 0. */
+static void
+tunnel_drain_tick(struct daemon *d, uint64_t now)
+{
+    uint64_t limit = d->snap->conf->drain.tunnel_timeout_ms;
+    struct route_word rw;
+    routing_load(&d->routing, &rw);
+    for (int p = 0; p < POOL_COUNT; p++) {
+        bool share = (enum pool_id)p == rw.live || rw.standby_bp > 0;
+        if (share) {
+            d->no_share_since[p] = 0;
+            d->tunnels_closed[p] = false;
+            continue;
+        }
+        if (d->no_share_since[p] == 0)
+            d->no_share_since[p] = now;
+        if (limit == 0 || d->tunnels_closed[p] || now - d->no_share_since[p] < limit)
+            continue;
+        d->tunnels_closed[p] = true;
+        log_info("drain: closing the remaining tunnels of %s (no share for %llu ms)",
+                 conf_pool_name((enum pool_id)p), (unsigned long long)(now - d->no_share_since[p]));
+        for (int i = 0; i < d->nworkers; i++)
+            if (d->workers[i])
+                worker_post_close_tunnels(d->workers[i], (enum pool_id)p);
+        events_emit(d->events, current_generation(d), "drain",
+                    json_pack("{s:s, s:s}", "pool", conf_pool_name((enum pool_id)p), "action",
+                              "tunnels_closed"));
+    }
+}
+
 static void
 on_sample(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
-    measure_sample(d->measure, clock_ms(), d->snap);
+    uint64_t now = clock_ms();
+    measure_sample(d->measure, now, d->snap);
     rollout_tick_now(d);
+    if (d->started)
+        tunnel_drain_tick(d, now);
 }
 
 static void

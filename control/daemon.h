@@ -36,6 +36,8 @@ struct daemon {
     struct state_store *store;   /* owned; NULL without state_file */
     uint64_t store_generation;   /* the generation the store last loaded or wrote */
     struct rollout rollout;      /* the cutover state machine (control/rollout.c) */
+    uint64_t no_share_since[POOL_COUNT]; /* CLOCK_MONOTONIC ms since a pool has had no share */
+    bool tunnels_closed[POOL_COUNT];     /* drain.tunnel_timeout already applied */
     struct worker_socket *socks; /* owned: nworkers x nlisten, bound; adopted by the workers */
     size_t nsocks;
     bool started;                /* workers running (after the first round of checks) */

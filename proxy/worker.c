@@ -221,6 +221,8 @@ on_inbox(evutil_socket_t fd, short what, void *arg)
     w->inbox_snap = NULL;
     struct worker_sync *sync = w->inbox_sync;
     w->inbox_sync = NULL;
+    unsigned close_tunnels = w->inbox_close_tunnels;
+    w->inbox_close_tunnels = 0;
     bool drain = w->inbox_drain;
     bool stop = w->inbox_stop;
     pthread_mutex_unlock(&w->inbox_lock);
@@ -231,6 +233,15 @@ on_inbox(evutil_socket_t fd, short what, void *arg)
         sync->acks++;
         pthread_cond_signal(&sync->cond);
         pthread_mutex_unlock(&sync->lock);
+    }
+    if (close_tunnels) {
+        struct client *c = TAILQ_FIRST(&w->clients);
+        while (c) {
+            struct client *next = TAILQ_NEXT(c, link);
+            if (c->state == CS_TUNNEL && (close_tunnels & (1u << c->pool)))
+                client_close(c);
+            c = next;
+        }
     }
     if (stop) {
         event_base_loopbreak(w->base);
@@ -352,6 +363,15 @@ worker_sync_wait(struct worker_sync *s, int n, uint64_t timeout_ms)
     int acks = s->acks;
     pthread_mutex_unlock(&s->lock);
     return acks;
+}
+
+void
+worker_post_close_tunnels(struct worker *w, enum pool_id pool)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    w->inbox_close_tunnels |= 1u << pool;
+    pthread_mutex_unlock(&w->inbox_lock);
+    event_active(w->inbox_ev, 0, 0);
 }
 
 void

@@ -83,6 +83,7 @@ struct worker {
     pthread_mutex_t inbox_lock;
     struct snapshot *inbox_snap; /* ref */
     struct worker_sync *inbox_sync; /* borrowed until acknowledged */
+    unsigned inbox_close_tunnels;   /* bit per pool: close its tunnels (drain.tunnel_timeout) */
     bool inbox_drain;
     bool inbox_stop;
     atomic_bool done; /* set by the worker when its loop has ended */
@@ -104,6 +105,9 @@ void worker_post_snapshot(struct worker *w, struct snapshot *snap);
 /* Asks the worker to acknowledge on s once it is between callbacks. Main thread; s lives until
  * the acknowledgement (worker_sync_wait). */
 void worker_post_sync(struct worker *w, struct worker_sync *s);
+
+/* Asks the worker to close its tunnels to pool (drain.tunnel_timeout). Main thread. */
+void worker_post_close_tunnels(struct worker *w, enum pool_id pool);
 
 /* Waits until n acknowledgements arrived on s or timeout_ms passed. Returns the count. */
 int worker_sync_wait(struct worker_sync *s, int n, uint64_t timeout_ms);
