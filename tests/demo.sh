@@ -152,6 +152,12 @@ fi
 
 
 try() { printf '  %-52s # %s\n' "$1" "$2"; }
+
+# A light background load (5 requests/s), so a demo cutover has traffic for its gates.
+if [ "$SELFTEST" != 1 ]; then
+    (while :; do curl -s -o /dev/null "http://$LISTEN/"; sleep 0.2; done) &
+    pids+=($!)
+fi
 say ""
 say "switchyard demo is running (pid $proxy_pid, config conf/demo.yaml)"
 say "  blue : b1 127.0.0.1:9101, b2 127.0.0.1:9102  (live)"
@@ -173,8 +179,10 @@ if [ -n "$yardctl" ]; then
     try "$yardctl rollback --reason demo" "instant: everything back to blue"
     try "$yardctl server blue/b1 drain" "b1 takes no new requests; 'ready' undoes it"
     try "$yardctl events" "what happened, with generations"
+    try "$yardctl cutover --to green --wait" "gated rollout 25/50/75/100%, then green is live"
+    try "$yardctl rollback" "instant: back to blue (kept warm)"
     try "curl --unix-socket $RUN/control.sock http://x/metrics" "Prometheus metrics"
-    say "  (cutover --to green --wait, the gated rollout, arrives with the rollout engine)"
+    say "  (a light request loop runs in the background so the gates have traffic to judge)"
 else
     say "Cutover: arrives with the control plane (yardctl), which is not built yet."
 fi
