@@ -1163,6 +1163,13 @@ fail:
     return NULL;
 }
 
+void
+api_audit_event(struct api *a, const json_t *event)
+{
+    if (a && a->audit)
+        audit_write_event(a->audit, event);
+}
+
 int
 api_reopen_logs(struct api *a)
 {

@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 struct daemon;
 struct api;
 
@@ -19,6 +21,9 @@ void api_events_added(void *api);
 
 /* Reopens the audit log (SIGUSR1). 0, or -1 with errno (the old file stays). */
 int api_reopen_logs(struct api *a);
+
+/* Writes an event to the audit log (when there is one). */
+void api_audit_event(struct api *a, const json_t *event);
 
 /* Answers 503 to new mutations from now on (shutdown). */
 void api_shutting_down(struct api *a);

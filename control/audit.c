@@ -260,14 +260,13 @@ audit_open(const char *path, char *err, size_t errlen)
     return a;
 }
 
+static void write_line(struct audit *a, const json_t *line);
+
 void
 audit_write(struct audit *a, const struct audit_entry *e)
 {
     char when[40];
     json_t *line = json_object();
-    size_t len;
-    char *buf;
-    ssize_t n;
 
     format_time(when, sizeof(when), e->time_ms ? e->time_ms : now_wall_ms());
     json_object_set_new(line, "time", json_string(when));
@@ -280,11 +279,32 @@ audit_write(struct audit *a, const struct audit_entry *e)
     json_object_set_new(line, "generation_before", json_integer((json_int_t)e->generation_before));
     json_object_set_new(line, "generation_after", json_integer((json_int_t)e->generation_after));
 
+    write_line(a, line);
+    json_decref(line);
+}
+
+void
+audit_write_event(struct audit *a, const json_t *event)
+{
+    char when[40];
+    format_time(when, sizeof(when), now_wall_ms());
+    json_t *line = json_pack("{s:s, s:O}", "time", when, "event", event);
+    write_line(a, line);
+    json_decref(line);
+}
+
+/* One JSON line with one write(2) (O_APPEND keeps concurrent writers' lines whole). */
+static void
+write_line(struct audit *a, const json_t *line)
+{
+    size_t len;
+    char *buf;
+    ssize_t n;
+
     len = json_dumpb(line, NULL, 0, JSON_COMPACT);
     buf = xmalloc(len + 1);
     json_dumpb(line, buf, len, JSON_COMPACT);
     buf[len++] = '\n';
-    json_decref(line);
 
     do
         n = write(a->fd, buf, len);

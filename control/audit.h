@@ -56,6 +56,10 @@ json_t *audit_summary(json_t *request);
  * and the old descriptor kept. Main thread. */
 int audit_reopen(struct audit *a);
 
+/* Writes a control-plane event (DESIGN §6: every transition and verdict) as one line
+ * {"time", "event": {...}}. */
+void audit_write_event(struct audit *a, const json_t *event);
+
 /* Lines that could not be written completely since the log was opened. Main thread. */
 uint64_t audit_failures(const struct audit *a);
 

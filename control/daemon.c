@@ -282,6 +282,7 @@ on_event_added(void *arg, const json_t *event)
 {
     struct daemon *d = arg;
     api_events_added(d->api);
+    api_audit_event(d->api, event);
     notify_event(d->notify, event);
 }
 
