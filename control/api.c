@@ -447,8 +447,11 @@ handle_rollback(struct api *a, struct evhttp_request *req, json_t *body, const c
     bool ends_rollout = r->phase != ROLLOUT_STABLE || live != before.live;
     struct rollout_step step = {0};
     rollout_rollback(r, clock_ms(), why, &step);
-    if (live != before.live)
+    if (live != before.live) {
         r->outcome = ROLLOUT_OUTCOME_ROLLED_BACK; /* the promotion is undone */
+        snprintf(r->reason, sizeof(r->reason), "rolled back after promotion: %s",
+                 why ? why : "by an operator");
+    }
     uint64_t ack_us = 0;
     daemon_route(a->d, live, 0, "rollback", why, peer, &ack_us);
     if (ends_rollout) {
@@ -482,10 +485,15 @@ handle_weights(struct api *a, struct evhttp_request *req, json_t *body, const ch
     }
     struct route_word before;
     routing_load(&a->d->routing, &before);
-    if (a->d->rollout.phase == ROLLOUT_PROGRESSING)
+    bool pauses = a->d->rollout.phase == ROLLOUT_PROGRESSING;
+    if (pauses)
         rollout_manual_weight(&a->d->rollout, clock_ms()); /* a manual split pauses it */
     uint64_t ack_us = 0;
     daemon_route(a->d, before.live, (uint32_t)ibp, "weights", NULL, peer, &ack_us);
+    if (pauses) {
+        struct rollout_step none = {0};
+        daemon_rollout_step(a->d, &none, "paused", peer);
+    }
     route_reply(a, req, &before, ack_us);
     return 200;
 }
@@ -710,6 +718,12 @@ handle_control(struct api *a, struct evhttp_request *req, json_t *body, const ch
     } else if (strcmp(what, "resume") == 0) {
         rc = rollout_resume(r, now, &step, err, sizeof(err));
         action = "resumed";
+        if (rc == 0) {
+            /* The split may have been changed by hand (or restored after a restart): the step
+             * resumes at its own share. */
+            step.action = ROLLOUT_ACTION_WEIGHT;
+            step.weight_bp = rollout_weight_bp(r);
+        }
     } else {
         rc = rollout_promote(r, now, &step, err, sizeof(err));
         action = "promoted";
