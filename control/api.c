@@ -609,14 +609,16 @@ read_plan(struct api *a, struct evhttp_request *req, json_t *j, struct conf_plan
     return 0;
 }
 
+static int handle_cutover_checked(struct api *a, struct evhttp_request *req, json_t *body,
+                                  json_t *to, json_t *id, int target,
+                                  const struct conf_plan *plan, const char *peer);
+
 static int
 handle_cutover(struct api *a, struct evhttp_request *req, json_t *body, const char *peer)
 {
     static const char *const fields[] = {"to", "plan", "id", "if_generation", NULL};
     if (!only_fields(a, req, body, fields) || !generation_matches(a, req, body))
         return 400;
-    struct rollout *r = &a->d->rollout;
-    const struct conf *conf = a->d->snap->conf;
     json_t *to = json_object_get(body, "to");
     json_t *id = json_object_get(body, "id");
     int target = json_is_string(to) ? conf_pool_from_name(json_string_value(to)) : -1;
@@ -629,6 +631,29 @@ handle_cutover(struct api *a, struct evhttp_request *req, json_t *body, const ch
         reply_error(a, req, 400, "invalid", "id", "must be a string of 1 to 64 characters");
         return 400;
     }
+    struct conf_plan plan = {0};
+    json_t *pj = json_object_get(body, "plan");
+    if (pj && read_plan(a, req, pj, &plan) == -1)
+        return 400;
+    char perr[256];
+    if (pj && rollout_plan_check(&plan, perr, sizeof(perr)) == -1) {
+        free(plan.steps);
+        reply_error(a, req, 400, "invalid", "plan", "%s", perr);
+        return 400;
+    }
+    int rc = handle_cutover_checked(a, req, body, to, id, target, pj ? &plan : NULL, peer);
+    free(plan.steps);
+    return rc;
+}
+
+static int
+handle_cutover_checked(struct api *a, struct evhttp_request *req, json_t *body, json_t *to,
+                       json_t *id, int target, const struct conf_plan *plan, const char *peer)
+{
+    struct rollout *r = &a->d->rollout;
+    const struct conf *conf = a->d->snap->conf;
+    (void)body;
+    (void)to;
     uint64_t now = clock_ms();
     /* The same id again is the same cutover: answer with its state, change nothing. */
     if (id && strcmp(r->id, json_string_value(id)) == 0 &&
@@ -669,16 +694,11 @@ handle_cutover(struct api *a, struct evhttp_request *req, json_t *body, const ch
                     conf->rollout.gates.min_healthy_ratio);
         return 409;
     }
-    struct conf_plan plan = {0};
-    json_t *pj = json_object_get(body, "plan");
-    if (pj && read_plan(a, req, pj, &plan) == -1)
-        return 400;
     char err[256];
     struct rollout_step step = {0};
     int rc = rollout_start(r, &conf->rollout, rw.live, (enum pool_id)target,
-                           pj ? &plan : &conf->rollout.plan, id ? json_string_value(id) : "",
+                           plan ? plan : &conf->rollout.plan, id ? json_string_value(id) : "",
                            now, &step, err, sizeof(err));
-    free(plan.steps);
     if (rc == -1) {
         reply_error(a, req, 400, "invalid", "plan", "%s", err);
         return 400;

@@ -311,10 +311,13 @@ daemon_rollout_step(struct daemon *d, const struct rollout_step *step, const cha
         daemon_route(d, r->from, 0, "rollback", reason, peer, NULL);
         break;
     }
-    json_t *ev = rollout_status_json(r, clock_ms());
-    json_object_set_new(ev, "action", json_string(what));
+    /* "action" first, so a line of `yardctl events` starts with what happened. */
+    json_t *ev = json_pack("{s:s}", "action", what);
     if (peer)
         json_object_set_new(ev, "peer", json_string(peer));
+    json_t *st = rollout_status_json(r, clock_ms());
+    json_object_update_missing(ev, st);
+    json_decref(st);
     events_emit(d->events, current_generation(d), "rollout", ev);
     if (step->action == ROLLOUT_ACTION_NONE)
         daemon_save_state(d);
@@ -343,6 +346,13 @@ rollout_tick_now(struct daemon *d)
     struct rollout_step step = {0};
     enum rollout_phase before = r->phase;
     rollout_tick(r, &in, &step);
+    if (step.verdict_changed) {
+        json_t *ev = json_pack("{s:s}", "action", "verdict");
+        json_t *st = rollout_status_json(r, clock_ms());
+        json_object_update_missing(ev, st);
+        json_decref(st);
+        events_emit(d->events, current_generation(d), "gate", ev);
+    }
     if (step.action == ROLLOUT_ACTION_NONE && before != r->phase) {
         daemon_rollout_step(d, &step, "paused", NULL); /* on_failure: pause */
     } else if (step.action != ROLLOUT_ACTION_NONE) {
@@ -350,10 +360,6 @@ rollout_tick_now(struct daemon *d)
                            : step.action == ROLLOUT_ACTION_PROMOTE ? "promoted"
                                                                    : "rolled_back";
         daemon_rollout_step(d, &step, what, NULL);
-    } else if (step.verdict_changed) {
-        json_t *ev = rollout_status_json(r, clock_ms());
-        json_object_set_new(ev, "action", json_string("verdict"));
-        events_emit(d->events, current_generation(d), "gate", ev);
     }
 }
 

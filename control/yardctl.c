@@ -21,6 +21,9 @@
 
 #define DEFAULT_SOCKET "/run/switchyard/control.sock"
 #define DEFAULT_TIMEOUT "5m"
+/* cutover --wait: a rollout of the default plan holds 5 minutes at least, and each step may wait
+ * up to progress_deadline (15m) for traffic. */
+#define DEFAULT_CUTOVER_TIMEOUT "1h"
 #define MAX_TOKEN_BYTES 4096
 
 enum opt_id {
@@ -40,6 +43,7 @@ enum opt_id {
     O_PLAN,
     O_ID,
     O_WAIT,
+    O_ROLLBACK_ON_TIMEOUT,
     O_COUNT,
 };
 #define FIRST_COMMAND_OPTION O_REASON
@@ -68,6 +72,7 @@ static const struct option_def option_defs[] = {
     {"--plan", NULL, O_PLAN, true},
     {"--id", NULL, O_ID, true},
     {"--wait", NULL, O_WAIT, false},
+    {"--rollback-on-timeout", NULL, O_ROLLBACK_ON_TIMEOUT, false},
 };
 
 struct command {
@@ -125,22 +130,35 @@ static const struct command commands[] = {
      "Prints the Prometheus metrics text (GET /metrics) as the proxy sends it; --json has no\n"
      "effect.\n",
      0, 0, 0, false},
-    {"cutover", yardctl_cmd_cutover, "cutover --to POOL [--plan PLAN] [--id ID]",
-     "Starts a rollout to the standby pool POOL, by PLAN (such as canary:10%/5m or\n"
-     "linear:25%/2m) or the configured plan; ID makes the request idempotent.\n"
-     "Needs the proxy's rollout API (not in this version: the proxy answers not_found).\n",
-     BIT(O_TO) | BIT(O_PLAN) | BIT(O_ID) | BIT(O_WAIT), 0, 0, true},
-    {"pause", yardctl_cmd_gate, "pause",
-     "Holds a rollout at its current step. Needs the proxy's rollout API (not in this\n"
-     "version: the proxy answers not_found).\n",
-     0, 0, 0, true},
+    {"cutover", yardctl_cmd_cutover,
+     "cutover --to POOL [--plan PLAN] [--id ID] [--wait [--timeout DURATION] "
+     "[--rollback-on-timeout]]",
+     "Starts a rollout to the standby pool POOL: its share grows step by step, each step held\n"
+     "while the gates (health, error rate, p99 of POOL's own traffic) pass; a failed gate rolls\n"
+     "back. PLAN is a shorthand, linear:25%/2m (25, 50, 75, 100% held 2m each) or canary:5%/5m\n"
+     "(5% for 5m, then 100%), or a JSON array such as '[{\"weight\": 5, \"hold\": \"30s\"},\n"
+     "{\"weight\": 100}]'; without it the configured plan. ID makes the request idempotent.\n"
+     "Prints the first step and exits 0; a rollout already running, or a POOL without enough\n"
+     "healthy servers, exits 4.\n"
+     "--wait follows the rollout and prints a line per step and per change of the gates'\n"
+     "verdict, until it is promoted (exit 0) or rolled back (exit 1: the failed gate, observed\n"
+     "value and threshold). Past --timeout (default " DEFAULT_CUTOVER_TIMEOUT
+     " with --wait) it stops waiting\n"
+     "(exit 5) and the rollout goes on, unless --rollback-on-timeout rolls it back first.\n"
+     "With --json: the rollout object, then (--wait) each of its events, one JSON per line.\n",
+     BIT(O_TO) | BIT(O_PLAN) | BIT(O_ID) | BIT(O_WAIT) | BIT(O_ROLLBACK_ON_TIMEOUT), 0, 0, true},
+    {"pause", yardctl_cmd_gate, "pause [--reason TEXT]",
+     "Holds the rollout at its current step: no gate moves it on (a manual rollback still\n"
+     "does). The reason goes to the status, the events and the audit log. Exits 4 when no\n"
+     "rollout is progressing.\n",
+     BIT(O_REASON), 0, 0, true},
     {"resume", yardctl_cmd_gate, "resume",
-     "Lets a paused rollout go on. Needs the proxy's rollout API (not in this version: the\n"
-     "proxy answers not_found).\n",
+     "Lets a paused rollout go on; the current step's hold starts again. Exits 4 when no\n"
+     "rollout is paused.\n",
      0, 0, 0, true},
     {"promote", yardctl_cmd_gate, "promote",
-     "Passes a rollout's manual gate. Needs the proxy's rollout API (not in this version: the\n"
-     "proxy answers not_found).\n",
+     "Ends the rollout at once with the target pool live (100%), whatever the step and the\n"
+     "gates. Exits 4 when no rollout is in progress.\n",
      0, 0, 0, true},
 };
 
@@ -158,8 +176,11 @@ static const char global_help[] =
     "  events [--follow] [--since SEQ]  the event log; --follow waits for more\n"
     "  reload                           re-read the config file\n"
     "  metrics                          the Prometheus metrics text\n"
-    "  cutover --to POOL [--plan PLAN] [--id ID]\n"
-    "  pause | resume | promote         rollout control (the proxy lacks it for now)\n"
+    "  cutover --to POOL [--plan PLAN] [--id ID] [--wait [--rollback-on-timeout]]\n"
+    "                                   start a gated rollout; --wait follows it to the end\n"
+    "  pause [--reason TEXT]            hold the rollout at its step\n"
+    "  resume                           let a paused rollout go on\n"
+    "  promote                          end the rollout now, the target pool live\n"
     "  help [COMMAND]                   this text, or one command's\n"
     "\n"
     "options (before or after the command):\n"
@@ -170,7 +191,8 @@ static const char global_help[] =
     "  --json               print the API's data, or its error object, as JSON\n"
     "  --if-generation N    change nothing (exit 4) unless the routing generation is N\n"
     "  --timeout DURATION   how long waits may take, such as 30s or 2m (default " DEFAULT_TIMEOUT
-    ")\n"
+    ";\n"
+    "                       " DEFAULT_CUTOVER_TIMEOUT " for cutover --wait)\n"
     "  -h, --help           this text; yardctl COMMAND --help for one command\n"
     "  --version            print the version\n"
     "\n"
@@ -311,6 +333,43 @@ is_utf8(const char *s)
     return ok;
 }
 
+/* Checks --plan before anything is sent: a JSON array (text starting with '[') is parsed into
+ * *json (new reference) and sent as is, the proxy checking its steps; anything else must be a
+ * shorthand the proxy knows (linear:P/D, canary:P/D), checked with the parser it uses. Returns
+ * 0, or -1 after a usage error. */
+static int
+check_plan(const struct command *c, const char *plan, json_t **json)
+{
+    const char *p = plan;
+    struct conf_plan parsed = {0};
+    json_error_t jerr;
+    char why[256];
+
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (*p == '[') {
+        *json = json_loads(p, JSON_REJECT_DUPLICATES, &jerr);
+        if (*json == NULL) {
+            usage_error(c, "bad --plan: invalid JSON: %s (column %d)", jerr.text, jerr.column);
+            return -1;
+        }
+        if (!json_is_array(*json) || json_array_size(*json) == 0) {
+            json_decref(*json);
+            *json = NULL;
+            usage_error(c, "bad --plan: expected a non-empty JSON array of steps such as "
+                           "[{\"weight\": 5, \"hold\": \"30s\"}, {\"weight\": 100}]");
+            return -1;
+        }
+        return 0;
+    }
+    if (conf_parse_plan_shorthand(plan, &parsed, why, sizeof why) == -1) {
+        usage_error(c, "bad --plan \"%s\": %s, or a JSON array of steps", plan, why);
+        return -1;
+    }
+    free(parsed.steps);
+    return 0;
+}
+
 /* Everything after parsing: checks the values, runs the command, reports. */
 static int
 run(const struct command *c, const char *val[O_COUNT], struct yardctl_opts *o)
@@ -339,7 +398,9 @@ run(const struct command *c, const char *val[O_COUNT], struct yardctl_opts *o)
         o->have_if_generation = true;
         o->if_generation = (long long)v;
     }
-    o->timeout_text = val[O_TIMEOUT] ? val[O_TIMEOUT] : DEFAULT_TIMEOUT;
+    o->timeout_text = val[O_TIMEOUT]                                ? val[O_TIMEOUT]
+                      : c->fn == yardctl_cmd_cutover && val[O_WAIT] ? DEFAULT_CUTOVER_TIMEOUT
+                                                                    : DEFAULT_TIMEOUT;
     if (conf_parse_duration(o->timeout_text, &o->timeout_ms) == -1 || o->timeout_ms == 0 ||
         o->timeout_ms > 7 * 86400000ull)
         return usage_error(c, "bad --timeout \"%s\": expected a duration such as 30s, 2m or 1h",
@@ -351,19 +412,25 @@ run(const struct command *c, const char *val[O_COUNT], struct yardctl_opts *o)
                                val[O_SINCE]);
         o->since = (long long)v;
     }
-    if (c->fn == yardctl_cmd_cutover && val[O_TO] == NULL)
+    if (c->fn == yardctl_cmd_cutover && (val[O_TO] == NULL || val[O_TO][0] == '\0'))
         return usage_error(c, "cutover: --to POOL is required");
-    if (val[O_WAIT] != NULL)
-        return usage_error(c, "cutover --wait: not available yet (needs the proxy's rollout API)");
+    if (val[O_ID] != NULL && (val[O_ID][0] == '\0' || strlen(val[O_ID]) > 64))
+        return usage_error(c, "bad --id: expected 1 to 64 characters");
+    if (val[O_ROLLBACK_ON_TIMEOUT] != NULL && val[O_WAIT] == NULL)
+        return usage_error(c, "--rollback-on-timeout goes with --wait");
     for (int id = FIRST_COMMAND_OPTION; id < O_COUNT; id++)
         if (val[id] != NULL && !is_utf8(val[id]))
             return usage_error(c, "the value of %s is not valid UTF-8", option_name(id));
+    if (val[O_PLAN] != NULL && check_plan(c, val[O_PLAN], &o->plan_json) == -1)
+        return YARDCTL_USAGE;
     o->json = val[O_JSON] != NULL;
     o->reason = val[O_REASON];
     o->follow = val[O_FOLLOW] != NULL;
     o->to = val[O_TO];
     o->plan = val[O_PLAN];
     o->id = val[O_ID];
+    o->wait = val[O_WAIT] != NULL;
+    o->rollback_on_timeout = val[O_ROLLBACK_ON_TIMEOUT] != NULL;
     o->target.url = val[O_URL];
     o->target.socket_path = val[O_SOCKET];
     if (o->target.socket_path == NULL) {
@@ -372,13 +439,18 @@ run(const struct command *c, const char *val[O_COUNT], struct yardctl_opts *o)
     }
     if (val[O_TOKEN_FILE] != NULL) {
         token = read_token(val[O_TOKEN_FILE]);
-        if (token == NULL)
+        if (token == NULL) {
+            json_decref(o->plan_json);
+            o->plan_json = NULL;
             return YARDCTL_USAGE;
+        }
         o->target.token = token;
     }
 
     if (yardctl_api_init() == -1) {
         fprintf(stderr, "yardctl: cannot initialise libcurl\n");
+        json_decref(o->plan_json);
+        o->plan_json = NULL;
         xfree(&token);
         return YARDCTL_FAILED;
     }
@@ -394,6 +466,8 @@ run(const struct command *c, const char *val[O_COUNT], struct yardctl_opts *o)
         }
     }
     yardctl_error_finish(&err);
+    json_decref(o->plan_json);
+    o->plan_json = NULL;
     xfree(&token);
     return ex;
 }

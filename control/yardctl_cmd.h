@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "control/yardctl_api.h"
 
 /* The command line, parsed and checked for syntax by yardctl.c. */
@@ -17,12 +19,16 @@ struct yardctl_opts {
     long long if_generation;
     uint64_t timeout_ms;      /* --timeout, for waits */
     const char *timeout_text; /* borrowed (argv or a literal): --timeout as written, "5m" */
-    const char *reason;       /* borrowed (argv), or NULL: rollback --reason */
+    const char *reason;       /* borrowed (argv), or NULL: rollback / pause --reason */
     bool follow;              /* events --follow */
     long long since;          /* events --since, 0 by default */
     const char *to;           /* borrowed (argv), or NULL: cutover --to */
     const char *plan;         /* borrowed (argv), or NULL: cutover --plan */
+    json_t *plan_json;        /* borrowed (yardctl.c owns it), or NULL: --plan when it is a JSON
+                                 array, parsed; the plan is then sent as that array */
     const char *id;           /* borrowed (argv), or NULL: cutover --id */
+    bool wait;                /* cutover --wait */
+    bool rollback_on_timeout; /* cutover --wait --rollback-on-timeout */
     char **args;              /* borrowed (argv): the words after the command */
     size_t nargs;
     const char *command; /* borrowed (argv): the command word */
@@ -42,7 +48,7 @@ yardctl_cmd_fn yardctl_cmd_events;
 yardctl_cmd_fn yardctl_cmd_reload;
 yardctl_cmd_fn yardctl_cmd_metrics;
 yardctl_cmd_fn yardctl_cmd_cutover;
-/* pause, resume, promote: POST /v1/<command> with only if_generation. */
+/* pause (with --reason), resume, promote: POST /v1/<command>. */
 yardctl_cmd_fn yardctl_cmd_gate;
 
 #endif

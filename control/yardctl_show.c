@@ -3,6 +3,7 @@
 #include "control/yardctl_show.h"
 
 #include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,15 +197,278 @@ yardctl_show_split(char *buf, size_t n, const json_t *routing)
                  live_pct);
 }
 
+/* Appends printf text to buf (size n, holding a string); cut short when full. */
+static void append(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+append(char *buf, size_t n, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    va_list ap;
+
+    if (len + 1 >= n)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+/* Appends s with control characters as spaces: a server's text stays on one line. */
+static void
+append_text(char *buf, size_t n, const char *s)
+{
+    size_t len = strlen(buf);
+
+    for (; s != NULL && *s != '\0' && len + 1 < n; s++)
+        buf[len++] = (unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s;
+    if (len < n)
+        buf[len] = '\0';
+}
+
+/* The gates in the order the engine evaluates them. */
+static const char *const GATE_ORDER[] = {"healthy_ratio", "error_rate", "error_ratio", "p99",
+                                         "p99_ratio"};
+#define NGATES (sizeof GATE_ORDER / sizeof GATE_ORDER[0])
+
+/* A gate of ro's "gates" that had a verdict (enabled and evaluated), or NULL. */
+static const json_t *
+evaluated_gate(const json_t *ro, const char *name)
+{
+    const json_t *g = json_object_get(json_object_get(ro, "gates"), name);
+
+    if (!json_is_object(g) || json_is_false(json_object_get(g, "enabled")) ||
+        !json_is_true(json_object_get(g, "evaluated")))
+        return NULL;
+    return g;
+}
+
+enum yardctl_verdict
+yardctl_rollout_verdict(const json_t *ro)
+{
+    bool any = false;
+
+    for (size_t i = 0; i < NGATES; i++) {
+        const json_t *g = evaluated_gate(ro, GATE_ORDER[i]);
+        if (g == NULL)
+            continue;
+        if (!json_is_true(json_object_get(g, "pass")))
+            return YARDCTL_VERDICT_FAIL;
+        any = true;
+    }
+    if (json_is_true(json_object_get(ro, "insufficient")))
+        return YARDCTL_VERDICT_HOLDING;
+    return any ? YARDCTL_VERDICT_PASS : YARDCTL_VERDICT_NONE;
+}
+
+/* "800ms", "12.3ms": a latency in milliseconds. */
+static void
+show_ms(char *buf, size_t n, double ms)
+{
+    if (ms >= 100.0 || (ms >= 0 && (double)(long long)ms == ms))
+        snprintf(buf, n, "%.0fms", ms);
+    else
+        snprintf(buf, n, "%.1fms", ms);
+}
+
+/* "error_rate 0.0000 <= 0.0100": one gate's observed value against its threshold. */
+static void
+append_gate(char *buf, size_t n, const char *name, const json_t *g)
+{
+    double obs = yardctl_field_num(g, "observed", 0.0);
+    double thr = yardctl_field_num(g, "threshold", 0.0);
+    bool pass = json_is_true(json_object_get(g, "pass"));
+    bool at_least = strcmp(name, "healthy_ratio") == 0;
+    const char *op = at_least ? (pass ? ">=" : "<") : (pass ? "<=" : ">");
+    char a[32], b[32];
+
+    if (strncmp(name, "p99", 3) == 0) {
+        show_ms(a, sizeof a, obs);
+        show_ms(b, sizeof b, thr);
+    } else if (at_least) {
+        snprintf(a, sizeof a, "%.2f", obs);
+        snprintf(b, sizeof b, "%.2f", thr);
+    } else {
+        snprintf(a, sizeof a, "%.4f", obs);
+        snprintf(b, sizeof b, "%.4f", thr);
+    }
+    append(buf, n, "%s%s %s %s %s", buf[0] ? ", " : "", name, a, op, b);
+}
+
+/* "12 requests in the window, need 50" from the engine's reason for a hold ("not enough
+ * traffic: 12 requests in the window, the gates need 50; ..."), else the reason itself. */
+static void
+holding_text(char *buf, size_t n, const json_t *ro)
+{
+    static const char phrase[] = " requests in the window, the gates need ";
+    const char *reason = yardctl_field_str(ro, "reason", "");
+    const char *p = strstr(reason, phrase);
+
+    if (p != NULL) {
+        const char *d = p;
+        char *end;
+        unsigned long long need;
+
+        while (d > reason && d[-1] >= '0' && d[-1] <= '9')
+            d--;
+        need = strtoull(p + sizeof phrase - 1, &end, 10);
+        if (d < p && end != p + sizeof phrase - 1) {
+            snprintf(buf, n, "%.*s requests in the window, need %llu", (int)(p - d), d, need);
+            return;
+        }
+    }
+    /* Another wording: the reason says it while the rollout progresses (a pause replaces it). */
+    buf[0] = '\0';
+    append_text(buf, n,
+                reason[0] && strcmp(yardctl_field_str(ro, "state", ""), "progressing") == 0
+                    ? reason
+                    : "too few requests in the window for a verdict");
+}
+
+void
+yardctl_show_gates(char *buf, size_t n, const json_t *ro)
+{
+    enum yardctl_verdict v = yardctl_rollout_verdict(ro);
+
+    buf[0] = '\0';
+    if (v == YARDCTL_VERDICT_HOLDING) {
+        holding_text(buf, n, ro);
+        return;
+    }
+    for (size_t i = 0; i < NGATES && v != YARDCTL_VERDICT_NONE; i++) {
+        const json_t *g = evaluated_gate(ro, GATE_ORDER[i]);
+        if (g != NULL && (v == YARDCTL_VERDICT_PASS || !json_is_true(json_object_get(g, "pass"))))
+            append_gate(buf, n, GATE_ORDER[i], g);
+    }
+}
+
+void
+yardctl_show_rollout_step(char *buf, size_t n, const json_t *ro)
+{
+    char pct[32];
+
+    yardctl_show_percent(pct, sizeof pct, yardctl_field_num(ro, "weight_percent", 0.0));
+    snprintf(buf, n, "step %lld/%lld (%s to ", yardctl_field_int(ro, "step", 0),
+             yardctl_field_int(ro, "steps", 0), pct);
+    append_text(buf, n, yardctl_field_str(ro, "to", "?"));
+    append(buf, n, ")");
+}
+
+void
+yardctl_show_seconds(char *buf, size_t n, double s)
+{
+    long long t = round_ll(s);
+
+    if (t < 60)
+        snprintf(buf, n, "%llds", t < 0 ? 0 : t);
+    else if (t % 60 == 0 && t < 3600)
+        snprintf(buf, n, "%lldm", t / 60);
+    else if (t < 3600)
+        snprintf(buf, n, "%lldm%llds", t / 60, t % 60);
+    else if ((t % 3600) / 60 == 0)
+        snprintf(buf, n, "%lldh", t / 3600);
+    else
+        snprintf(buf, n, "%lldh%lldm", t / 3600, (t % 3600) / 60);
+}
+
+/* " (id ID)" when ro has a non-empty id. */
+static void
+append_id(char *buf, size_t n, const json_t *ro)
+{
+    const char *id = yardctl_field_str(ro, "id", "");
+
+    if (id[0] != '\0') {
+        append(buf, n, " (id ");
+        append_text(buf, n, id);
+        append(buf, n, ")");
+    }
+}
+
+/* ", gates pass (error_rate ...)": the verdict and what it rests on. */
+static void
+append_verdict(char *buf, size_t n, const json_t *ro)
+{
+    static const char *const names[] = {"not evaluated yet", "pass", "fail", "holding"};
+    enum yardctl_verdict v = yardctl_rollout_verdict(ro);
+    char why[512];
+
+    yardctl_show_gates(why, sizeof why, ro);
+    append(buf, n, "gates %s", names[v]);
+    if (why[0] != '\0')
+        append(buf, n, " (%s)", why);
+}
+
+bool
+yardctl_show_rollout(char *buf, size_t n, const json_t *ro)
+{
+    const char *state = yardctl_field_str(ro, "state", "stable");
+    const char *outcome = yardctl_field_str(ro, "outcome", NULL);
+    const char *reason = yardctl_field_str(ro, "reason", "");
+    char pct[32], t1[32], t2[32];
+
+    buf[0] = '\0';
+    if (strcmp(state, "progressing") == 0) {
+        double hold = yardctl_field_num(ro, "hold_s", 0.0);
+
+        yardctl_show_percent(pct, sizeof pct, yardctl_field_num(ro, "weight_percent", 0.0));
+        append(buf, n, "progressing to ");
+        append_text(buf, n, yardctl_field_str(ro, "to", "?"));
+        append_id(buf, n, ro);
+        append(buf, n, ", step %lld/%lld at %s", yardctl_field_int(ro, "step", 0),
+               yardctl_field_int(ro, "steps", 0), pct);
+        yardctl_show_seconds(t1, sizeof t1, yardctl_field_num(ro, "step_elapsed_s", 0.0));
+        yardctl_show_seconds(t2, sizeof t2, hold);
+        if (hold > 0 && yardctl_field_num(ro, "step_elapsed_s", 0.0) < hold)
+            append(buf, n, ", held %s of %s", t1, t2);
+        else if (hold > 0)
+            append(buf, n, ", held %s (%s needed)", t1, t2);
+        append(buf, n, ", ");
+        append_verdict(buf, n, ro);
+        return true;
+    }
+    if (strcmp(state, "paused") == 0) {
+        yardctl_show_rollout_step(t1, sizeof t1, ro);
+        append(buf, n, "paused");
+        append_id(buf, n, ro);
+        append(buf, n, " at ");
+        append_text(buf, n, t1);
+        if (reason[0] != '\0') {
+            append(buf, n, ": ");
+            append_text(buf, n, reason);
+        }
+        append(buf, n, "; ");
+        append_verdict(buf, n, ro);
+        return true;
+    }
+    if (outcome == NULL)
+        return false;
+    append(buf, n, "%s; last rollout ", state);
+    append_text(buf, n, yardctl_field_str(ro, "from", "?"));
+    append(buf, n, " to ");
+    append_text(buf, n, yardctl_field_str(ro, "to", "?"));
+    append_id(buf, n, ro);
+    append(buf, n, ": ");
+    if (strcmp(outcome, "promoted") == 0)
+        append(buf, n, "%s", strncmp(reason, "promoted", 8) == 0 ? "" : "promoted: ");
+    else if (strcmp(outcome, "rolled_back") == 0)
+        append(buf, n, "%s", strncmp(reason, "rolled back", 11) == 0 ? "" : "rolled back: ");
+    else
+        append(buf, n, "%s: ", outcome);
+    append_text(buf, n, reason[0] ? reason : "-");
+    return true;
+}
+
 static void
 show_routing(FILE *f, const json_t *data)
 {
+    const json_t *ro = json_object_get(data, "rollout");
     char split[256];
+    char line[1024];
 
     yardctl_show_split(split, sizeof split, json_object_get(data, "routing"));
     fprintf(f, "routing: %s, generation %lld, rollout %s\n", split,
-            yardctl_field_int(data, "generation", -1),
-            yardctl_field_str(json_object_get(data, "rollout"), "state", "-"));
+            yardctl_field_int(data, "generation", -1), yardctl_field_str(ro, "state", "-"));
+    if (yardctl_show_rollout(line, sizeof line, ro))
+        fprintf(f, "rollout: %s\n", line);
 }
 
 static void

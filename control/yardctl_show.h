@@ -35,4 +35,33 @@ void yardctl_show_status(FILE *f, json_t *data);
 /* One event as "TIME SEQ TYPE key=value ...", the keys in the server's order. */
 void yardctl_show_event(FILE *f, json_t *ev);
 
+/* The overall gate verdict in a rollout object (status "rollout", or a rollout or gate event,
+ * which carry the same fields): FAIL when an evaluated gate failed, HOLDING when the window has
+ * too few requests for a verdict, PASS when every evaluated gate passed, NONE before the first
+ * evaluation. */
+enum yardctl_verdict {
+    YARDCTL_VERDICT_NONE = 0,
+    YARDCTL_VERDICT_PASS,
+    YARDCTL_VERDICT_FAIL,
+    YARDCTL_VERDICT_HOLDING,
+};
+enum yardctl_verdict yardctl_rollout_verdict(const json_t *ro);
+
+/* What the verdict rests on: "error_rate 0.0000 <= 0.0100, p99 12.3ms <= 800ms" (every evaluated
+ * gate for PASS, the failed ones for FAIL), "12 requests in the window, need 50" (HOLDING), or ""
+ * (NONE). */
+void yardctl_show_gates(char *buf, size_t n, const json_t *ro);
+
+/* "step 2/4 (25% to green)". */
+void yardctl_show_rollout_step(char *buf, size_t n, const json_t *ro);
+
+/* "12s", "2m", "2m30s", "1h5m": seconds, rounded. */
+void yardctl_show_seconds(char *buf, size_t n, double s);
+
+/* The `status` line about the rollout, after "rollout: ": "progressing to green, step 2/4 at
+ * 25%, held 12s of 30s, gates pass (...)", "paused at step 2/4 (25% to green): REASON; gates
+ * ...", or "stable; last rollout blue to green: promoted: ..." Returns false (and buf "") when
+ * there is nothing to say: stable with no finished rollout. */
+bool yardctl_show_rollout(char *buf, size_t n, const json_t *ro);
+
 #endif
