@@ -46,6 +46,20 @@ struct sockev {
 
 static void kick(struct hook *h);
 
+/* Drops the head payload (delivered or given up) and resets the attempt count. */
+static void
+pop_head(struct hook *h)
+{
+    struct payload *p = h->head;
+    h->head = p->next;
+    if (h->head == NULL)
+        h->tail = NULL;
+    h->queued--;
+    free(p->body);
+    free(p);
+    h->attempts = 0;
+}
+
 static void
 check_done(struct notify *n)
 {
@@ -62,15 +76,8 @@ check_done(struct notify *n)
         curl_multi_remove_handle(n->multi, h->easy);
         curl_easy_cleanup(h->easy);
         h->easy = NULL;
-        struct payload *p = h->head;
         if (res == CURLE_OK && code >= 200 && code < 300) {
-            h->head = p->next;
-            if (h->head == NULL)
-                h->tail = NULL;
-            h->queued--;
-            free(p->body);
-            free(p);
-            h->attempts = 0;
+            pop_head(h);
             h->delivered++;
             kick(h);
             continue;
@@ -80,13 +87,7 @@ check_done(struct notify *n)
         if (h->attempts >= NOTIFY_MAX_ATTEMPTS) {
             log_warn("webhook %s: giving up on an event after %u attempts (%s %ld)", h->url,
                      h->attempts, why, code);
-            h->head = p->next;
-            if (h->head == NULL)
-                h->tail = NULL;
-            h->queued--;
-            free(p->body);
-            free(p);
-            h->attempts = 0;
+            pop_head(h);
             h->dropped++;
             kick(h);
             continue;

@@ -571,16 +571,7 @@ static int
 on_body(void *arg, const char *at, size_t len)
 {
     struct client *c = arg;
-    struct evbuffer *out = c->w->qstage;
-    if (c->rf.chunked) {
-        char line[24];
-        int n = snprintf(line, sizeof(line), "%zx\r\n", len);
-        evbuffer_add(out, line, (size_t)n);
-        evbuffer_add(out, at, len);
-        evbuffer_add(out, "\r\n", 2);
-    } else {
-        evbuffer_add(out, at, len);
-    }
+    sock_add_body(c->w->qstage, at, len, c->rf.chunked);
     return 0;
 }
 

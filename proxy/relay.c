@@ -489,16 +489,7 @@ static int
 on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct client *c = p->data;
-    struct evbuffer *out = c->w->rstage;
-    if (c->out_body == HTTP_BODY_CHUNKED) {
-        char line[24];
-        int n = snprintf(line, sizeof(line), "%zx\r\n", len);
-        evbuffer_add(out, line, (size_t)n);
-        evbuffer_add(out, at, len);
-        evbuffer_add(out, "\r\n", 2);
-    } else {
-        evbuffer_add(out, at, len);
-    }
+    sock_add_body(c->w->rstage, at, len, c->out_body == HTTP_BODY_CHUNKED);
     return 0;
 }
 

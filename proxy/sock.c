@@ -136,3 +136,17 @@ read_into(struct evbuffer *in, int fd, size_t max)
     evbuffer_commit_space(in, v, used);
     return (size_t)r;
 }
+
+void
+sock_add_body(struct evbuffer *out, const char *at, size_t len, bool chunked)
+{
+    if (chunked) {
+        char line[24];
+        int n = snprintf(line, sizeof(line), "%zx\r\n", len);
+        evbuffer_add(out, line, (size_t)n);
+        evbuffer_add(out, at, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, at, len);
+    }
+}

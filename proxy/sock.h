@@ -35,6 +35,10 @@ void sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, bool di
  * bufferevent's next read to report. Returns the bytes added. */
 size_t sock_read_more(struct bufferevent *bev, size_t max);
 
+/* Appends a body piece to out, framed as one chunk when `chunked` (size line, data, CRLF),
+ * as it is otherwise. Used for both directions when a body is re-chunked. */
+void sock_add_body(struct evbuffer *out, const char *at, size_t len, bool chunked);
+
 /* The local port of a bound socket, or 0. */
 unsigned sock_port(int fd);
 
