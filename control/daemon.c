@@ -19,6 +19,7 @@
 #include "proxy/snapshot.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
+#include "proxy/tls.h"
 #include "control/api.h"
 #include "control/events.h"
 #include "control/health.h"
@@ -504,7 +505,7 @@ open_sockets(struct daemon *d, struct worker_socket *socks)
             struct worker_socket *s = &socks[(size_t)j * conf->nlisten + i];
             s->fd = fd;
             s->route_to = l->route_to;
-            s->tls = l->tls_enabled;
+            s->tls = d->tls[i];
         }
     }
     return 0;
@@ -521,8 +522,8 @@ log_listening(const struct conf *conf, const struct worker_socket *socks)
         char *colon = strrchr(host, ':');
         if (colon)
             *colon = '\0';
-        log_msg(LOG_LEVEL_INFO, "listening on %s:%u%s", host, port,
-                l->route_to == ROUTE_TO_NORMAL ? "" : " (preview)");
+        log_msg(LOG_LEVEL_INFO, "listening on %s:%u%s%s", host, port,
+                l->route_to == ROUTE_TO_NORMAL ? "" : " (preview)", l->tls_enabled ? " (tls)" : "");
     }
 }
 
@@ -601,6 +602,19 @@ daemon_run(struct conf *conf)
     conf = NULL;
     restore_state(&d);
 
+    /* TLS contexts per listener (certificates checked now; they live until exit). */
+    d.tls = xcalloc(d.snap->conf->nlisten, sizeof(*d.tls));
+    for (size_t i = 0; i < d.snap->conf->nlisten; i++) {
+        const struct conf_listen *l = &d.snap->conf->listen[i];
+        if (!l->tls_enabled)
+            continue;
+        char err[512];
+        d.tls[i] = tls_ctx_create(&l->tls, err, sizeof(err));
+        if (d.tls[i] == NULL) {
+            log_error("listen %s: %s", l->addr.text, err);
+            goto out;
+        }
+    }
     d.nsocks = d.snap->conf->nlisten * (size_t)d.nworkers;
     d.socks = xcalloc(d.nsocks, sizeof(*d.socks));
     for (size_t i = 0; i < d.nsocks; i++)
@@ -671,6 +685,9 @@ out:
         if (d.socks[i].fd != -1)
             close(d.socks[i].fd);
     free(d.socks);
+    for (size_t i = 0; d.tls && d.snap && i < d.snap->conf->nlisten; i++)
+        tls_ctx_destroy(&d.tls[i]);
+    free(d.tls);
     for (int i = 0; i < 4; i++)
         if (d.signals[i])
             event_free(d.signals[i]);

@@ -20,6 +20,7 @@ struct health;
 struct measure;
 struct stats_board;
 struct accesslog;
+struct tls_ctx;
 
 /* The main thread's context. Only the main thread touches it. */
 struct daemon {
@@ -39,6 +40,7 @@ struct daemon {
     uint64_t no_share_since[POOL_COUNT]; /* CLOCK_MONOTONIC ms since a pool has had no share */
     bool tunnels_closed[POOL_COUNT];     /* drain.tunnel_timeout already applied */
     struct worker_socket *socks; /* owned: nworkers x nlisten, bound; adopted by the workers */
+    struct tls_ctx **tls;        /* owned: per listener, NULL for plain ones */
     size_t nsocks;
     bool started;                /* workers running (after the first round of checks) */
     bool failed;                 /* start-up failed after the loop began */

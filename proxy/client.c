@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "conf/xalloc.h"
@@ -21,6 +22,7 @@
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
+#include "proxy/tls.h"
 #include "proxy/upstream.h"
 
 #define CLIENT_MAX_SINGLE_READ (64 * 1024)
@@ -77,9 +79,22 @@ peer_to_text(const struct sockaddr *sa, char *out, size_t outlen)
 
 struct client *
 client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen,
-              enum route_to route_to, bool tls)
+              enum route_to route_to, struct tls_ctx *tls)
 {
-    struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev;
+    if (tls) {
+        /* The handshake runs inside the bufferevent; its deadline is the header timer's. */
+        SSL *ssl = tls_new_ssl(tls);
+        bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+        if (bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+        else if (ssl)
+            SSL_free(ssl);
+    } else {
+        bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (bev == NULL) {
         close(fd);
         return NULL;
@@ -91,7 +106,7 @@ client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen
     c->w = w;
     c->bev = bev;
     c->route_to = route_to;
-    c->tls = tls;
+    c->tls = tls != NULL;
     if (addrlen > 0 && (size_t)addrlen <= sizeof(c->peer))
         memcpy(&c->peer, addr, (size_t)addrlen);
     peer_to_text((const struct sockaddr *)&c->peer, c->peer_text, sizeof(c->peer_text));
@@ -599,7 +614,7 @@ on_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
-    if (c->state == CS_BODY)
+    if (c->state == CS_BODY && !c->tls)
         sock_read_more(bev, RELAY_READ_MORE_BYTES);
     client_feed(c);
 }
@@ -630,6 +645,8 @@ static void
 on_event(struct bufferevent *bev, short events, void *arg)
 {
     struct client *c = arg;
+    if (events & BEV_EVENT_CONNECTED)
+        return; /* a TLS handshake completed: nothing to do */
     if (c->state == CS_CLOSING) {
         client_close(c);
         return;

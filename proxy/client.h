@@ -100,7 +100,7 @@ struct stats_block *client_pool_stats(const struct client *c, enum pool_id pool)
 
 /* Adopts an accepted socket. NULL when the bufferevent cannot be made (the fd is closed). */
 struct client *client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen,
-                             enum route_to route_to, bool tls);
+                             enum route_to route_to, struct tls_ctx *tls);
 
 /* The one way out: frees the client and everything of its exchange. Callers return right after.
  * Never called from inside a parser callback. */

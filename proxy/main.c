@@ -11,6 +11,7 @@
 #include "conf/conf.h"
 #include "control/daemon.h"
 #include "proxy/log.h"
+#include "proxy/tls.h"
 
 static void
 usage(FILE *f)
@@ -70,6 +71,25 @@ main(int argc, char **argv)
         if (err.count > CONF_ERR_MAX)
             fprintf(stderr, "... and %zu more errors\n", err.count - CONF_ERR_MAX);
         fprintf(stderr, "switchyard: configuration %s has errors\n", path);
+        return 1;
+    }
+    /* Certificates are checked here too (conf/ knows no OpenSSL): unreadable, not matching its
+     * key, expired. */
+    int tls_errors = 0;
+    for (size_t i = 0; i < conf->nlisten; i++) {
+        if (!conf->listen[i].tls_enabled)
+            continue;
+        char terr[512];
+        struct tls_ctx *t = tls_ctx_create(&conf->listen[i].tls, terr, sizeof(terr));
+        if (t == NULL) {
+            fprintf(stderr, "%s: listen[%zu].tls: %s\n", path, i, terr);
+            tls_errors++;
+        }
+        tls_ctx_destroy(&t);
+    }
+    if (tls_errors) {
+        fprintf(stderr, "switchyard: configuration %s has errors\n", path);
+        conf_destroy(&conf);
         return 1;
     }
     if (test) {

@@ -240,7 +240,7 @@ relay_feed(struct client *c)
         }
         evbuffer_drain(in, used);
         c->bytes_out += evbuffer_get_length(c->w->rstage);
-        sock_write_staged(c->bev, c->w->rstage, true);
+        sock_write_staged(c->bev, c->w->rstage, !c->tls); /* TLS: through OpenSSL */
         if (err == HPE_OK)
             continue;
         if (err == HPE_PAUSED_UPGRADE && c->resp_status == 101) {
@@ -350,7 +350,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
         if (events & BEV_EVENT_EOF) {
             llhttp_finish(&u->parser);
             c->bytes_out += evbuffer_get_length(c->w->rstage);
-            sock_write_staged(c->bev, c->w->rstage, true);
+            sock_write_staged(c->bev, c->w->rstage, !c->tls);
             if (c->resp_complete) {
                 c->up_reusable = false;
                 response_done(c);

@@ -63,7 +63,8 @@ on_client_read(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     c->started_ms = clock_ms();
-    sock_read_more(bev, RELAY_READ_MORE_BYTES);
+    if (!c->tls)
+        sock_read_more(bev, RELAY_READ_MORE_BYTES);
     pump(bev, c->up->bev);
 }
 
@@ -106,6 +107,8 @@ static void
 on_tunnel_event(struct bufferevent *bev, short events, void *arg)
 {
     struct client *c = arg;
+    if (events & BEV_EVENT_CONNECTED)
+        return;
     if (events & BEV_EVENT_TIMEOUT) {
         /* Idle means idle both ways: the other direction may have moved meanwhile. */
         uint64_t idle_ms = c->ws->snap->conf->timeouts.tunnel_ms;

@@ -21,6 +21,7 @@ struct client;
 struct evbuffer;
 struct stats_board;
 struct accesslog;
+struct tls_ctx;
 
 /* A worker's hold on a snapshot. Requests of this worker count themselves in `users` (a plain
  * counter: only this worker touches it), so the request path takes no atomic reference. */
@@ -34,14 +35,14 @@ struct worker_listener {
     struct worker *w;           /* borrowed: the worker that owns it */
     struct evconnlistener *lev; /* owned (closes the socket) */
     enum route_to route_to;
-    bool tls;
+    struct tls_ctx *tls;        /* borrowed (lives while the daemon does); NULL = plain */
 };
 
 /* One listening socket per configured listener, made by the main thread for this worker. */
 struct worker_socket {
     int fd;
     enum route_to route_to;
-    bool tls;
+    struct tls_ctx *tls; /* borrowed; NULL = plain HTTP */
 };
 
 /* A barrier the main thread waits on after publishing routing state: each worker acknowledges
