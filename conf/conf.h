@@ -96,15 +96,15 @@ struct conf_passive {
 };
 
 struct conf_health {
-    char *path;            /* owned; default "/health"; must start with '/' */
-    uint64_t interval_ms;  /* default 2s; > 0 */
-    uint64_t timeout_ms;   /* default 1s; > 0 */
-    uint32_t rise;         /* default 2; >= 1 */
-    uint32_t fall;         /* default 3; >= 1 */
-    int expect_min;        /* default 200; "200-399" or "200" */
-    int expect_max;        /* default 399 */
-    char *host;            /* owned; NULL = server address */
-    char *body_contains;   /* owned; NULL = no check */
+    char *path;           /* owned; default "/health"; must start with '/' */
+    uint64_t interval_ms; /* default 2s; > 0 */
+    uint64_t timeout_ms;  /* default 1s; > 0 */
+    uint32_t rise;        /* default 2; >= 1 */
+    uint32_t fall;        /* default 3; >= 1 */
+    int expect_min;       /* default 200; "200-399" or "200" */
+    int expect_max;       /* default 399 */
+    char *host;           /* owned; NULL = server address */
+    char *body_contains;  /* owned; NULL = no check */
     struct conf_passive passive;
 };
 
@@ -123,7 +123,7 @@ struct conf_server {
 };
 
 struct conf_pool {
-    char *name; /* owned: "blue" or "green" */
+    char *name;                  /* owned: "blue" or "green" */
     struct conf_server *servers; /* owned: array of nservers, nservers >= 1 */
     size_t nservers;
     struct conf_health health; /* top-level health: merged with the pool's own health: keys */
@@ -167,10 +167,10 @@ struct conf_rollout {
 };
 
 struct conf_sticky {
-    enum sticky_by by;     /* default cookie */
-    char *header;          /* owned; the header name when by == STICKY_HEADER ("header:NAME") */
-    char *cookie_name;     /* owned; default "sy_bucket" */
-    uint64_t max_age_ms;   /* default 1d */
+    enum sticky_by by;   /* default cookie */
+    char *header;        /* owned; the header name when by == STICKY_HEADER ("header:NAME") */
+    char *cookie_name;   /* owned; default "sy_bucket" */
+    uint64_t max_age_ms; /* default 1d */
 };
 
 struct conf_preview {
@@ -181,19 +181,19 @@ struct conf_preview {
 };
 
 struct conf_routing {
-    enum pool_id live;          /* default blue */
-    uint32_t standby_bp;        /* standby_percent in basis points, default 0 */
-    enum balance balance;       /* default p2c */
+    enum pool_id live;    /* default blue */
+    uint32_t standby_bp;  /* standby_percent in basis points, default 0 */
+    enum balance balance; /* default p2c */
     struct conf_sticky sticky;
     struct conf_preview preview;
     bool failover; /* default true */
 };
 
 struct conf_control {
-    char *socket;       /* owned; default "/run/switchyard/control.sock" */
-    uid_t *allow_uids;  /* owned: array of nallow_uids (names resolved at load) */
+    char *socket;      /* owned; default "/run/switchyard/control.sock" */
+    uid_t *allow_uids; /* owned: array of nallow_uids (names resolved at load) */
     size_t nallow_uids;
-    gid_t *allow_gids;  /* owned: array of nallow_gids (names resolved at load) */
+    gid_t *allow_gids; /* owned: array of nallow_gids (names resolved at load) */
     size_t nallow_gids;
     bool listen_enabled;
     struct conf_addr listen; /* optional TCP listener */
@@ -221,9 +221,9 @@ struct conf_limits {
 };
 
 struct conf_log {
-    char *access; /* owned; NULL = no access log */
-    char *audit;  /* owned; NULL = no audit log */
-    char *error;  /* owned; NULL = stderr */
+    char *access;         /* owned; NULL = no access log */
+    char *audit;          /* owned; NULL = no audit log */
+    char *error;          /* owned; NULL = stderr */
     enum log_level level; /* default info */
 };
 
@@ -237,17 +237,17 @@ struct conf_drain {
 };
 
 struct conf {
-    char *path; /* owned: the file it was loaded from */
+    char *path;                 /* owned: the file it was loaded from */
     struct conf_listen *listen; /* owned: array of nlisten, nlisten >= 1 */
     size_t nlisten;
-    uint32_t workers; /* 0 = auto (CPU count) */
+    uint32_t workers;                   /* 0 = auto (CPU count) */
     struct conf_pool pools[POOL_COUNT]; /* indexed by enum pool_id; both required */
     struct conf_routing routing;
     struct conf_rollout rollout;
     struct conf_drain drain;
     struct conf_control control;
-    char *state_file;           /* owned; NULL = none */
-    uint64_t state_max_age_ms;  /* default 7d */
+    char *state_file;          /* owned; NULL = none */
+    uint64_t state_max_age_ms; /* default 7d */
     struct conf_timeouts timeouts;
     struct conf_limits limits;
     struct conf_log log;

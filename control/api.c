@@ -66,8 +66,8 @@ struct api {
     struct api_listener ltcp;
     char *socket_path; /* owned */
     ino_t socket_ino;
-    char *token;      /* owned; NULL without control.listen */
-    char *token_name; /* owned: how the audit log names a token peer */
+    char *token;         /* owned; NULL without control.listen */
+    char *token_name;    /* owned: how the audit log names a token peer */
     struct audit *audit; /* owned; NULL without log.audit */
     struct waiter *waiters;
     size_t nwaiters;
@@ -109,13 +109,13 @@ reply_ok(struct api *a, struct evhttp_request *req, json_t *data)
     a->answered_status = 200;
     a->answered_code = NULL;
     send_json(req, 200,
-              json_pack("{s:b, s:I, s:o}", "ok", 1, "generation", (json_int_t)generation(a),
-                        "data", data));
+              json_pack("{s:b, s:I, s:o}", "ok", 1, "generation", (json_int_t)generation(a), "data",
+                        data));
 }
 
-static void
-reply_error(struct api *a, struct evhttp_request *req, int status, const char *code,
-            const char *field, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void reply_error(struct api *a, struct evhttp_request *req, int status, const char *code,
+                        const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
 static void
 reply_error(struct api *a, struct evhttp_request *req, int status, const char *code,
@@ -199,8 +199,7 @@ authorize(struct api_listener *l, struct evhttp_request *req, char *peer, size_t
         const char *tok = auth && strncmp(auth, "Bearer ", 7) == 0 ? auth + 7 : NULL;
         if (tok == NULL || a->token == NULL ||
             !token_equal(a->token, strlen(a->token), tok, strlen(tok))) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-                              "Bearer");
+            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
             reply_error(a, req, 401, "forbidden", NULL, "a valid bearer token is required");
             *peer_json = json_pack("{s:s}", "token", "(invalid)");
             return false;
@@ -247,8 +246,8 @@ read_body(struct api *a, struct evhttp_request *req)
     if (len == 0)
         return json_object();
     json_error_t jerr;
-    json_t *j = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES,
-                           &jerr);
+    json_t *j =
+        json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, &jerr);
     if (j == NULL) {
         reply_error(a, req, 400, "invalid", NULL, "malformed JSON at line %d column %d: %s",
                     jerr.line, jerr.column, jerr.text);
@@ -268,7 +267,8 @@ only_fields(struct api *a, struct evhttp_request *req, json_t *body, const char 
 {
     const char *key;
     json_t *v;
-    json_object_foreach(body, key, v) {
+    json_object_foreach(body, key, v)
+    {
         bool known = false;
         for (const char *const *k = allowed; *k; k++)
             if (strcmp(*k, key) == 0)
@@ -353,11 +353,11 @@ pool_json(struct api *a, const struct pool *pool, const struct route_word *rw, u
             usable++;
         json_array_append_new(servers, server_json(a, srv, now));
     }
-    json_t *window = json_pack(
-        "{s:f, s:I, s:f, s:I, s:f, s:f, s:f, s:f}", "seconds", mr.span_ms / 1000.0, "requests",
-        (json_int_t)mr.requests, "rate", mr.rate_per_s, "errors", (json_int_t)mr.errors,
-        "error_rate", mr.error_rate, "p50_ms", mr.p50_us / 1000.0, "p90_ms", mr.p90_us / 1000.0,
-        "p99_ms", mr.p99_us / 1000.0);
+    json_t *window =
+        json_pack("{s:f, s:I, s:f, s:I, s:f, s:f, s:f, s:f}", "seconds", mr.span_ms / 1000.0,
+                  "requests", (json_int_t)mr.requests, "rate", mr.rate_per_s, "errors",
+                  (json_int_t)mr.errors, "error_rate", mr.error_rate, "p50_ms", mr.p50_us / 1000.0,
+                  "p90_ms", mr.p90_us / 1000.0, "p99_ms", mr.p99_us / 1000.0);
     return json_pack("{s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "role",
                      live ? "live" : "standby", "share_percent", share, "healthy",
                      (json_int_t)healthy, "servers_total", (json_int_t)pool->nservers, "usable",
@@ -377,9 +377,9 @@ handle_status(struct api *a, struct evhttp_request *req)
         json_object_set_new(pools, conf_pool_name((enum pool_id)p),
                             pool_json(a, &a->d->snap->pools[p], &rw, now));
     reply_ok(a, req,
-             json_pack("{s:s, s:I, s:o, s:o, s:o}", "version", SWITCHYARD_VERSION,
-                       "generation", (json_int_t)rw.generation, "routing", routing_json(&rw),
-                       "rollout", rollout_status_json(&a->d->rollout, now), "pools", pools));
+             json_pack("{s:s, s:I, s:o, s:o, s:o}", "version", SWITCHYARD_VERSION, "generation",
+                       (json_int_t)rw.generation, "routing", routing_json(&rw), "rollout",
+                       rollout_status_json(&a->d->rollout, now), "pools", pools));
 }
 
 /* --- mutations --- */
@@ -390,8 +390,8 @@ audit(struct api *a, json_t *peer, struct evhttp_request *req, const char *path,
 {
     if (a->audit == NULL)
         return;
-    static const char *const methods[] = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS",
-                                          "TRACE", "CONNECT", "PATCH"};
+    static const char *const methods[] = {"GET",     "POST",  "HEAD",    "PUT",  "DELETE",
+                                          "OPTIONS", "TRACE", "CONNECT", "PATCH"};
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     const char *method = "?";
     for (int i = 0; i < 9; i++)
@@ -472,7 +472,8 @@ handle_weights(struct api *a, struct evhttp_request *req, json_t *body, const ch
         return 400;
     json_t *p = json_object_get(body, "standby_percent");
     if (p == NULL || !json_is_number(p)) {
-        reply_error(a, req, 400, "invalid", "standby_percent", "a number from 0 to 100 is required");
+        reply_error(a, req, 400, "invalid", "standby_percent",
+                    "a number from 0 to 100 is required");
         return 400;
     }
     double v = json_number_value(p);
@@ -565,8 +566,7 @@ read_plan(struct api *a, struct evhttp_request *req, json_t *j, struct conf_plan
         }
         return 0;
     }
-    if (!json_is_array(j) || json_array_size(j) == 0 ||
-        json_array_size(j) > CONF_PLAN_MAX_STEPS) {
+    if (!json_is_array(j) || json_array_size(j) == 0 || json_array_size(j) > CONF_PLAN_MAX_STEPS) {
         reply_error(a, req, 400, "invalid", "plan",
                     "a shorthand (linear:10%%/1m, canary:5%%/5m) or 1..%d steps {weight, hold}",
                     CONF_PLAN_MAX_STEPS);
@@ -610,8 +610,8 @@ read_plan(struct api *a, struct evhttp_request *req, json_t *j, struct conf_plan
 }
 
 static int handle_cutover_checked(struct api *a, struct evhttp_request *req, json_t *body,
-                                  json_t *to, json_t *id, int target,
-                                  const struct conf_plan *plan, const char *peer);
+                                  json_t *to, json_t *id, int target, const struct conf_plan *plan,
+                                  const char *peer);
 
 static int
 handle_cutover(struct api *a, struct evhttp_request *req, json_t *body, const char *peer)
@@ -697,16 +697,16 @@ handle_cutover_checked(struct api *a, struct evhttp_request *req, json_t *body, 
     char err[256];
     struct rollout_step step = {0};
     int rc = rollout_start(r, &conf->rollout, rw.live, (enum pool_id)target,
-                           plan ? plan : &conf->rollout.plan, id ? json_string_value(id) : "",
-                           now, &step, err, sizeof(err));
+                           plan ? plan : &conf->rollout.plan, id ? json_string_value(id) : "", now,
+                           &step, err, sizeof(err));
     if (rc == -1) {
         reply_error(a, req, 400, "invalid", "plan", "%s", err);
         return 400;
     }
     daemon_rollout_step(a->d, &step, "started", peer);
     send_json(req, 202,
-              json_pack("{s:b, s:I, s:o}", "ok", 1, "generation", (json_int_t)generation(a),
-                        "data", rollout_status_json(r, clock_ms())));
+              json_pack("{s:b, s:I, s:o}", "ok", 1, "generation", (json_int_t)generation(a), "data",
+                        rollout_status_json(r, clock_ms())));
     a->answered_status = 202;
     a->answered_code = NULL;
     return 202;
@@ -891,10 +891,11 @@ static void
 rollout_metrics(struct http_buf *b, const struct rollout *r)
 {
     char line[256];
-    int n = snprintf(line, sizeof(line),
-                     "# HELP switchyard_rollout_step Current step of the rollout (1-based; 0 when "
-                     "stable).\n# TYPE switchyard_rollout_step gauge\nswitchyard_rollout_step %zu\n",
-                     r->phase == ROLLOUT_STABLE ? (size_t)0 : r->step + 1);
+    int n =
+        snprintf(line, sizeof(line),
+                 "# HELP switchyard_rollout_step Current step of the rollout (1-based; 0 when "
+                 "stable).\n# TYPE switchyard_rollout_step gauge\nswitchyard_rollout_step %zu\n",
+                 r->phase == ROLLOUT_STABLE ? (size_t)0 : r->step + 1);
     http_buf_add(b, line, (size_t)n);
     static const char *const fam[3][2] = {
         {"switchyard_gate_value", "Observed value of each rollout gate (ratio, rate or ms)."},
@@ -1007,8 +1008,7 @@ on_request(struct evhttp_request *req, void *arg)
     }
 
     bool is_server = split_server_path(path, sbuf, sizeof(sbuf), &spool, &sname, &sstate);
-    enum evhttp_cmd_type want = strcmp(path, "/v1/weights") == 0 ? EVHTTP_REQ_PUT
-                                                                  : EVHTTP_REQ_POST;
+    enum evhttp_cmd_type want = strcmp(path, "/v1/weights") == 0 ? EVHTTP_REQ_PUT : EVHTTP_REQ_POST;
     bool control = strcmp(path, "/v1/pause") == 0 || strcmp(path, "/v1/resume") == 0 ||
                    strcmp(path, "/v1/promote") == 0;
     bool known = is_server || control || strcmp(path, "/v1/rollback") == 0 ||

@@ -31,7 +31,6 @@
 
 #define WATCH_MS 20
 
-
 static void
 raise_nofile(void)
 {
@@ -123,8 +122,7 @@ restore_state(struct daemon *d)
                 char rerr[256];
                 if (ro == NULL || rollout_restore(&d->rollout, ro, &conf->rollout, clock_ms(), rerr,
                                                   sizeof(rerr)) == -1)
-                    log_warn("state file: rollout state ignored: %s",
-                             ro ? rerr : jerr.text);
+                    log_warn("state file: rollout state ignored: %s", ro ? rerr : jerr.text);
                 else if (d->rollout.phase != ROLLOUT_STABLE)
                     log_warn("state file: the rollout to %s resumes paused at step %zu",
                              conf_pool_name(d->rollout.to), d->rollout.step + 1);
@@ -213,8 +211,8 @@ daemon_route(struct daemon *d, enum pool_id live, uint32_t standby_bp, const cha
         pthread_cond_init(&sync.cond, NULL);
         int n = 0;
         for (int i = 0; i < d->nworkers; i++) {
-            if (d->workers[i] && !atomic_load_explicit(&d->workers[i]->done,
-                                                       memory_order_acquire)) {
+            if (d->workers[i] &&
+                !atomic_load_explicit(&d->workers[i]->done, memory_order_acquire)) {
                 worker_post_sync(d->workers[i], &sync);
                 n++;
             }
@@ -247,8 +245,8 @@ void
 daemon_set_admin(struct daemon *d, struct server *srv, enum admin_state st, const char *peer)
 {
     static const char *const names[] = {"ready", "drain", "maint"};
-    enum admin_state old = (enum admin_state)atomic_load_explicit(&srv->admin,
-                                                                  memory_order_relaxed);
+    enum admin_state old =
+        (enum admin_state)atomic_load_explicit(&srv->admin, memory_order_relaxed);
     server_set_admin(srv, st);
     if (old == ADMIN_MAINT && st != ADMIN_MAINT)
         health_check_now(d->health, srv);
@@ -263,14 +261,14 @@ daemon_set_admin(struct daemon *d, struct server *srv, enum admin_state st, cons
 }
 
 static void
-on_health_change(void *arg, const struct server *srv, enum health_state from,
-                 enum health_state to, const char *reason)
+on_health_change(void *arg, const struct server *srv, enum health_state from, enum health_state to,
+                 const char *reason)
 {
     struct daemon *d = arg;
     events_emit(d->events, current_generation(d), "health",
-                json_pack("{s:s, s:s, s:s, s:s, s:s}", "pool", conf_pool_name(srv->pool),
-                          "server", srv->name, "from", health_state_name(from), "to",
-                          health_state_name(to), "reason", reason));
+                json_pack("{s:s, s:s, s:s, s:s, s:s}", "pool", conf_pool_name(srv->pool), "server",
+                          srv->name, "from", health_state_name(from), "to", health_state_name(to),
+                          "reason", reason));
     log_msg(to == HEALTH_DOWN ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "health: %s/%s %s -> %s: %s",
             conf_pool_name(srv->pool), srv->name, health_state_name(from), health_state_name(to),
             reason);
@@ -357,7 +355,7 @@ rollout_tick_now(struct daemon *d)
     if (step.action == ROLLOUT_ACTION_NONE && before != r->phase) {
         daemon_rollout_step(d, &step, "paused", NULL); /* on_failure: pause */
     } else if (step.action != ROLLOUT_ACTION_NONE) {
-        const char *what = step.action == ROLLOUT_ACTION_WEIGHT   ? "step"
+        const char *what = step.action == ROLLOUT_ACTION_WEIGHT    ? "step"
                            : step.action == ROLLOUT_ACTION_PROMOTE ? "promoted"
                                                                    : "rolled_back";
         daemon_rollout_step(d, &step, what, NULL);
@@ -571,9 +569,8 @@ start_workers(struct daemon *d)
     struct route_word rw;
     routing_load(&d->routing, &rw);
     log_info("switchyard %s started: %d worker%s, live %s, standby %u.%02u%%, generation %llu",
-             SWITCHYARD_VERSION, d->nworkers, d->nworkers == 1 ? "" : "s",
-             conf_pool_name(rw.live), rw.standby_bp / 100, rw.standby_bp % 100,
-             (unsigned long long)rw.generation);
+             SWITCHYARD_VERSION, d->nworkers, d->nworkers == 1 ? "" : "s", conf_pool_name(rw.live),
+             rw.standby_bp / 100, rw.standby_bp % 100, (unsigned long long)rw.generation);
     struct worker_socket first[64];
     for (size_t i = 0; i < per && i < 64; i++) {
         first[i] = (struct worker_socket){.fd = -1, .route_to = conf->listen[i].route_to};

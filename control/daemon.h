@@ -27,25 +27,25 @@ struct daemon {
     char *conf_path; /* owned */
     struct event_base *base;
     struct routing routing;
-    struct stats_board *board;   /* owned: per-pool counters, outlive reloads */
-    struct measure *measure;     /* owned: one sample per second, 5 minutes of history */
-    struct health *health;       /* owned: active checks (libcurl multi on this base) */
-    struct accesslog *alog;      /* owned; NULL without log.access */
-    struct events *events;       /* owned: the event ring */
-    struct notify *notify;       /* owned; NULL without notify.webhooks */
-    struct api *api;             /* owned: the control socket(s) */
-    struct state_store *store;   /* owned; NULL without state_file */
-    uint64_t store_generation;   /* the generation the store last loaded or wrote */
-    struct rollout rollout;      /* the cutover state machine (control/rollout.c) */
+    struct stats_board *board;           /* owned: per-pool counters, outlive reloads */
+    struct measure *measure;             /* owned: one sample per second, 5 minutes of history */
+    struct health *health;               /* owned: active checks (libcurl multi on this base) */
+    struct accesslog *alog;              /* owned; NULL without log.access */
+    struct events *events;               /* owned: the event ring */
+    struct notify *notify;               /* owned; NULL without notify.webhooks */
+    struct api *api;                     /* owned: the control socket(s) */
+    struct state_store *store;           /* owned; NULL without state_file */
+    uint64_t store_generation;           /* the generation the store last loaded or wrote */
+    struct rollout rollout;              /* the cutover state machine (control/rollout.c) */
     uint64_t no_share_since[POOL_COUNT]; /* CLOCK_MONOTONIC ms since a pool has had no share */
     bool tunnels_closed[POOL_COUNT];     /* drain.tunnel_timeout already applied */
     struct worker_socket *socks; /* owned: nworkers x nlisten, bound; adopted by the workers */
     struct tls_ctx **tls;        /* owned: per listener, NULL for plain ones */
     size_t nsocks;
-    bool started;                /* workers running (after the first round of checks) */
-    bool failed;                 /* start-up failed after the loop began */
-    struct event *sample_ev;     /* owned: the 1 s sampling timer */
-    struct snapshot *snap;       /* ref: the published snapshot */
+    bool started;            /* workers running (after the first round of checks) */
+    bool failed;             /* start-up failed after the loop began */
+    struct event *sample_ev; /* owned: the 1 s sampling timer */
+    struct snapshot *snap;   /* ref: the published snapshot */
     struct worker *workers[MAX_WORKERS];
     int nworkers;
     struct event *signals[4];
@@ -80,7 +80,6 @@ int daemon_reload(struct daemon *d, struct conf_err *err);
 
 /* Sets a server's admin state; a server leaving maint is checked at once. Emits an "admin"
  * event, saves the state. */
-void daemon_set_admin(struct daemon *d, struct server *srv, enum admin_state st,
-                      const char *peer);
+void daemon_set_admin(struct daemon *d, struct server *srv, enum admin_state st, const char *peer);
 
 #endif

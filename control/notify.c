@@ -23,10 +23,10 @@ struct hook {
     struct payload *head; /* owned queue, oldest first */
     struct payload *tail;
     size_t queued;
-    unsigned attempts;    /* of the head payload */
-    CURL *easy;           /* owned while a request is in flight */
+    unsigned attempts;          /* of the head payload */
+    CURL *easy;                 /* owned while a request is in flight */
     struct curl_slist *headers; /* owned */
-    struct event *retry;  /* owned: backoff timer */
+    struct event *retry;        /* owned: backoff timer */
     uint64_t delivered;
     uint64_t dropped;
 };
@@ -97,8 +97,8 @@ check_done(struct notify *n)
             ms *= 2;
         if (ms > NOTIFY_BACKOFF_MAX_MS)
             ms = NOTIFY_BACKOFF_MAX_MS;
-        log_info("webhook %s: attempt %u failed (%s %ld), retrying in %llu ms", h->url,
-                 h->attempts, why, code, (unsigned long long)ms);
+        log_info("webhook %s: attempt %u failed (%s %ld), retrying in %llu ms", h->url, h->attempts,
+                 why, code, (unsigned long long)ms);
         struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
         evtimer_add(h->retry, &tv);
     }
@@ -136,8 +136,8 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
         }
         return 0;
     }
-    short flags = EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) |
-                  (what & CURL_POLL_OUT ? EV_WRITE : 0);
+    short flags =
+        EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
     if (se == NULL) {
         se = xcalloc(1, sizeof(*se));
         curl_multi_assign(n->multi, s, se);

@@ -31,8 +31,7 @@ void notify_event(struct notify *n, const json_t *event);
 
 /* Events delivered, dropped (queue full or attempts exhausted), and queued now, summed over
  * webhooks. */
-void notify_counts(const struct notify *n, uint64_t *delivered, uint64_t *dropped,
-                   size_t *queued);
+void notify_counts(const struct notify *n, uint64_t *delivered, uint64_t *dropped, size_t *queued);
 
 /* Cancels transfers in flight, frees everything, clears *n. Accepts NULL. */
 void notify_destroy(struct notify **n);

@@ -37,8 +37,8 @@ enum gate_id {
 };
 
 struct gate_result {
-    bool enabled;     /* configured (ratios and max_p99 may be unset) */
-    bool evaluated;   /* there was a verdict this tick (enough requests, or the health gate) */
+    bool enabled;   /* configured (ratios and max_p99 may be unset) */
+    bool evaluated; /* there was a verdict this tick (enough requests, or the health gate) */
     bool pass;
     double observed;  /* ratio, rate, or milliseconds for p99 gates */
     double threshold; /* the same unit as observed */
@@ -46,11 +46,11 @@ struct gate_result {
 
 /* What the daemon measured, over gates.window, for the tick. */
 struct rollout_inputs {
-    uint64_t now_ms;                /* CLOCK_MONOTONIC ms */
-    struct measure_result standby;  /* the target pool's window */
-    struct measure_result live;     /* the live pool's window */
-    unsigned standby_healthy;       /* target servers up (not counting maint) */
-    unsigned standby_checked;       /* target servers not in maint */
+    uint64_t now_ms;               /* CLOCK_MONOTONIC ms */
+    struct measure_result standby; /* the target pool's window */
+    struct measure_result live;    /* the live pool's window */
+    unsigned standby_healthy;      /* target servers up (not counting maint) */
+    unsigned standby_checked;      /* target servers not in maint */
 };
 
 /* What the daemon must do after a call. */
@@ -64,9 +64,9 @@ enum rollout_action {
 /* The result of one call that may change something: the action, and what to say about it. */
 struct rollout_step {
     enum rollout_action action;
-    uint32_t weight_bp;      /* for ROLLOUT_ACTION_WEIGHT */
-    bool verdict_changed;    /* the gates' overall verdict changed (emit a "gate" event) */
-    char reason[256];        /* for rollbacks, pauses, holds: which gate, observed, threshold */
+    uint32_t weight_bp;   /* for ROLLOUT_ACTION_WEIGHT */
+    bool verdict_changed; /* the gates' overall verdict changed (emit a "gate" event) */
+    char reason[256];     /* for rollbacks, pauses, holds: which gate, observed, threshold */
 };
 
 struct rollout {
@@ -81,11 +81,11 @@ struct rollout {
     uint64_t step_started_ms;     /* when the current step's weight was published */
     uint64_t waiting_since_ms;    /* first tick of the current run of "not enough requests" */
     struct gate_result gates[GATE_COUNT];
-    bool verdict_pass;            /* overall verdict of the last evaluated tick */
+    bool verdict_pass; /* overall verdict of the last evaluated tick */
     bool verdict_known;
-    bool insufficient;            /* the last tick had fewer than min_requests */
-    char reason[256];             /* why it paused, rolled back or holds */
-    struct conf_rollout cfg;      /* gates, deadlines, on_failure (plan left empty: see plan) */
+    bool insufficient;       /* the last tick had fewer than min_requests */
+    char reason[256];        /* why it paused, rolled back or holds */
+    struct conf_rollout cfg; /* gates, deadlines, on_failure (plan left empty: see plan) */
 };
 
 /* Sets r to STABLE with no history. */

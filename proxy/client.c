@@ -524,8 +524,8 @@ route_request(struct client *c, const struct conf *conf)
                      st->cookie_name, bucket, (unsigned long long)(st->max_age_ms / 1000));
             break;
         case STICKY_HEADER: {
-            const struct http_field *f = st->header ? http_head_get(&c->rf.head, st->header, NULL)
-                                                    : NULL;
+            const struct http_field *f =
+                st->header ? http_head_get(&c->rf.head, st->header, NULL) : NULL;
             if (f)
                 bucket = route_bucket_hash(http_field_value(&c->rf.head, f), f->value_len);
             else

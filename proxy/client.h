@@ -38,8 +38,8 @@ enum client_state {
 struct client {
     struct worker *w;        /* borrowed (lives while the worker does) */
     struct bufferevent *bev; /* owned */
-    struct reqframe rf;     /* request framing; rf.head is the request head */
-    struct http_head rhead; /* the response head */
+    struct reqframe rf;      /* request framing; rf.head is the request head */
+    struct http_head rhead;  /* the response head */
     enum client_state state;
     enum route_to route_to;
     bool tls;
@@ -49,23 +49,23 @@ struct client {
     TAILQ_ENTRY(client) link;
 
     /* The exchange in progress. */
-    struct wsnap *ws;     /* the snapshot this request uses (counted) */
-    struct server *srv;   /* borrowed from ws; in-flight counted on it */
+    struct wsnap *ws;   /* the snapshot this request uses (counted) */
+    struct server *srv; /* borrowed from ws; in-flight counted on it */
     enum pool_id pool;
-    struct upconn *up;    /* owned while the exchange runs */
-    struct http_buf req;  /* the request head as sent upstream (kept to retry) */
+    struct upconn *up;   /* owned while the exchange runs */
+    struct http_buf req; /* the request head as sent upstream (kept to retry) */
     char request_id[129];
-    char cookie[96];      /* Set-Cookie value to add, or "" */
-    int reject;           /* status to answer after the parser returns */
+    char cookie[96]; /* Set-Cookie value to add, or "" */
+    int reject;      /* status to answer after the parser returns */
     int resp_status;
     unsigned connect_tries;
     uint64_t body_bytes;
     uint64_t started_ms;
     enum http_body out_body;
-    bool keepalive;      /* the client connection may carry another request */
+    bool keepalive; /* the client connection may carry another request */
     bool req_complete;
-    bool resp_started;   /* a final response head went to the client */
-    bool resp_bytes;     /* any byte came from upstream for this exchange */
+    bool resp_started; /* a final response head went to the client */
+    bool resp_bytes;   /* any byte came from upstream for this exchange */
     bool resp_complete;
     bool interim;
     bool up_reusable;
@@ -73,20 +73,20 @@ struct client {
     bool retried; /* the keep-alive race retry (same server, fresh connection) was used */
     bool moved;   /* the dead-server retry (another server) was used */
     bool in_feed;
-    bool read_paused;    /* back-pressure: upstream output full */
-    bool up_paused;      /* back-pressure: client output full */
+    bool read_paused; /* back-pressure: upstream output full */
+    bool up_paused;   /* back-pressure: client output full */
     bool peer_eof;
-    bool inflight;       /* counted in srv->w[].inflight and the in-flight gauges */
-    bool routed;         /* c->pool is set: the exchange counts for that pool */
-    bool accounted;      /* the exchange was counted (once) */
-    bool upstream_cut;   /* the upstream failed after the response started */
-    bool tunnel_counted; /* counted in the tunnels gauges */
-    int local_status;    /* the status of a local response (client_fail) */
-    int32_t bucket;      /* the routing bucket, -1 when none */
-    uint64_t generation; /* the routing generation the request was routed with */
-    uint64_t started_us; /* request start, for the latency histogram */
-    uint64_t bytes_in;   /* request bytes forwarded (head + body) */
-    uint64_t bytes_out;  /* response bytes sent to the client (head + body) */
+    bool inflight;           /* counted in srv->w[].inflight and the in-flight gauges */
+    bool routed;             /* c->pool is set: the exchange counts for that pool */
+    bool accounted;          /* the exchange was counted (once) */
+    bool upstream_cut;       /* the upstream failed after the response started */
+    bool tunnel_counted;     /* counted in the tunnels gauges */
+    int local_status;        /* the status of a local response (client_fail) */
+    int32_t bucket;          /* the routing bucket, -1 when none */
+    uint64_t generation;     /* the routing generation the request was routed with */
+    uint64_t started_us;     /* request start, for the latency histogram */
+    uint64_t bytes_in;       /* request bytes forwarded (head + body) */
+    uint64_t bytes_out;      /* response bytes sent to the client (head + body) */
     struct server *acct_srv; /* borrowed: the last server of the exchange, for counting */
 };
 

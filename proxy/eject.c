@@ -52,8 +52,7 @@ eject_failure(const struct pool *pool, struct server *srv, uint64_t now_ms)
     if (!atomic_compare_exchange_strong_explicit(&srv->ejected_until_ms, &until, now_ms + ms,
                                                  memory_order_relaxed, memory_order_relaxed))
         return false; /* another worker ejected it first */
-    atomic_store_explicit(&srv->eject_level, level + 1 < 16 ? level + 1 : 16,
-                          memory_order_relaxed);
+    atomic_store_explicit(&srv->eject_level, level + 1 < 16 ? level + 1 : 16, memory_order_relaxed);
     atomic_store_explicit(&srv->consecutive_failures, 0, memory_order_relaxed);
     log_warn("server %s/%s ejected for %llu ms after %u consecutive failures",
              conf_pool_name(srv->pool), srv->name, (unsigned long long)ms, n);

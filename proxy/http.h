@@ -20,8 +20,8 @@ void http_buf_finish(struct http_buf *b);
 
 enum http_head_result {
     HTTP_HEAD_OK = 0,
-    HTTP_HEAD_TOO_BIG,  /* the head is over its byte limit (431) */
-    HTTP_HEAD_TOO_MANY, /* more fields than allowed (431) */
+    HTTP_HEAD_TOO_BIG,      /* the head is over its byte limit (431) */
+    HTTP_HEAD_TOO_MANY,     /* more fields than allowed (431) */
     HTTP_HEAD_URI_TOO_LONG, /* the request target is over its limit (414) */
 };
 
@@ -117,14 +117,14 @@ enum http_conn {
 /* What the proxy adds to a request it forwards. */
 struct http_request_out {
     const char *method;
-    const char *client_ip;   /* textual address of the client */
-    const char *proto;       /* "http" or "https" */
-    const char *request_id;  /* the id to send */
-    const char *strip;       /* a field to drop (the preview header), or NULL */
-    const char *strip2;      /* another (the preview token header), or NULL */
-    bool upgrade;            /* keep Upgrade and send Connection: upgrade */
-    bool chunked;            /* the body is chunked (the client's single, chunked-final
-                              * Transfer-Encoding field passes through; we re-chunk) */
+    const char *client_ip;  /* textual address of the client */
+    const char *proto;      /* "http" or "https" */
+    const char *request_id; /* the id to send */
+    const char *strip;      /* a field to drop (the preview header), or NULL */
+    const char *strip2;     /* another (the preview token header), or NULL */
+    bool upgrade;           /* keep Upgrade and send Connection: upgrade */
+    bool chunked;           /* the body is chunked (the client's single, chunked-final
+                             * Transfer-Encoding field passes through; we re-chunk) */
 };
 
 /* Writes the request head for the upstream: request line (always HTTP/1.1), the fields of h in
@@ -137,8 +137,8 @@ void http_write_request(struct http_buf *out, const struct http_head *h,
 /* What the proxy changes in a response it relays. */
 struct http_response_out {
     int status;
-    enum http_body body;  /* framing towards the client */
-    bool upstream_te;     /* the upstream sent Transfer-Encoding */
+    enum http_body body; /* framing towards the client */
+    bool upstream_te;    /* the upstream sent Transfer-Encoding */
     enum http_conn conn;
     const char *set_cookie; /* a Set-Cookie value to add, or NULL */
 };

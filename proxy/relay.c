@@ -121,8 +121,8 @@ static struct server *
 pick(struct client *c, enum pool_id pool, const struct server *exclude)
 {
     const struct conf *conf = exchange_conf(c);
-    return route_pick_server(&c->ws->snap->pools[pool], conf->routing.balance, c->w->id,
-                             &c->w->rng, clock_ms(), exclude);
+    return route_pick_server(&c->ws->snap->pools[pool], conf->routing.balance, c->w->id, &c->w->rng,
+                             clock_ms(), exclude);
 }
 
 bool
@@ -310,8 +310,7 @@ static void
 on_up_write(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
-    if (c->read_paused &&
-        evbuffer_get_length(bufferevent_get_output(bev)) <= RELAY_LOW_BYTES) {
+    if (c->read_paused && evbuffer_get_length(bufferevent_get_output(bev)) <= RELAY_LOW_BYTES) {
         c->read_paused = false;
         bufferevent_enable(c->bev, EV_READ);
         client_feed(c);
@@ -454,8 +453,8 @@ on_headers_complete(llhttp_t *p)
         eject_success(c->srv);
     bool nobody = c->rf.head_method || status == 204 || status == 304;
     bool chunked = (p->flags & F_CHUNKED) != 0;
-    bool length = (p->flags & F_CONTENT_LENGTH) != 0 && !chunked &&
-                  !(p->flags & F_TRANSFER_ENCODING);
+    bool length =
+        (p->flags & F_CONTENT_LENGTH) != 0 && !chunked && !(p->flags & F_TRANSFER_ENCODING);
     enum http_body body;
     if (nobody)
         body = HTTP_BODY_NONE;

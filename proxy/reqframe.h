@@ -15,10 +15,10 @@
 /* What the owner does with a parsed request. Each returns 0 to go on, or an HTTP status
  * (400..599) to reject the request: framing then stops with REQFRAME_ERROR and that status. */
 struct reqframe_ops {
-    int (*begin)(void *arg);                             /* first byte of a request */
-    int (*head)(void *arg);                              /* head complete and checked */
-    int (*body)(void *arg, const char *at, size_t len);  /* a piece of the (de-chunked) body */
-    void (*complete)(void *arg);                         /* the request is complete */
+    int (*begin)(void *arg);                            /* first byte of a request */
+    int (*head)(void *arg);                             /* head complete and checked */
+    int (*body)(void *arg, const char *at, size_t len); /* a piece of the (de-chunked) body */
+    void (*complete)(void *arg);                        /* the request is complete */
 };
 
 struct reqframe_limits {
@@ -29,9 +29,9 @@ struct reqframe_limits {
 };
 
 enum reqframe_result {
-    REQFRAME_OK = 0,  /* all bytes used; more may come */
-    REQFRAME_PAUSED,  /* a request is complete; call reqframe_resume() before the next */
-    REQFRAME_ERROR,   /* reject with f->status and close */
+    REQFRAME_OK = 0, /* all bytes used; more may come */
+    REQFRAME_PAUSED, /* a request is complete; call reqframe_resume() before the next */
+    REQFRAME_ERROR,  /* reject with f->status and close */
 };
 
 struct reqframe {
@@ -56,11 +56,11 @@ struct reqframe {
     const char *buf_end;
     bool in_value;
     bool value_at_end;
-    bool tail_fold;     /* the previous buffer ended with LF and optional blanks */
-    bool value_piece;   /* a value piece was reported from the current buffer */
-    bool in_head;       /* between message begin and head complete */
-    bool counting;      /* the target has started: raw head bytes count */
-    int64_t head_bytes; /* raw head bytes before the current buffer (from the target on) */
+    bool tail_fold;       /* the previous buffer ended with LF and optional blanks */
+    bool value_piece;     /* a value piece was reported from the current buffer */
+    bool in_head;         /* between message begin and head complete */
+    bool counting;        /* the target has started: raw head bytes count */
+    int64_t head_bytes;   /* raw head bytes before the current buffer (from the target on) */
     bool upgrade_pending; /* llhttp will report the upgrade pause after a resume */
 };
 

@@ -46,8 +46,7 @@ void routing_load(const struct routing *r, struct route_word *out);
 /* Publishes a new state with generation = old + 1 and returns that generation. Sequentially
  * consistent: once it returns, every later routing_load() on any thread sees the new state.
  * Only one thread (the main thread) publishes; standby_bp > 10000 is clamped. */
-uint64_t routing_publish(struct routing *r, enum pool_id live, uint32_t standby_bp,
-                         uint32_t flags);
+uint64_t routing_publish(struct routing *r, enum pool_id live, uint32_t standby_bp, uint32_t flags);
 
 /* The pool a bucket goes to: the standby pool when bucket < standby_bp, else the live pool. */
 enum pool_id route_pool_for_bucket(const struct route_word *w, uint32_t bucket);

@@ -48,14 +48,14 @@ struct server {
     uint32_t weight;
     /* Written by the main thread, read by workers per request: relaxed loads are enough, a worker
      * seeing a change one request late is harmless (the routing word carries the guarantee). */
-    atomic_int health;               /* enum health_state */
-    atomic_int admin;                /* enum admin_state */
+    atomic_int health;                     /* enum health_state */
+    atomic_int admin;                      /* enum admin_state */
     atomic_uint_fast64_t ejected_until_ms; /* passive ejection deadline (CLOCK_MONOTONIC ms) */
     atomic_uint consecutive_failures;      /* passive: failures since the last success */
     atomic_uint eject_level;               /* passive: ejection time is doubled this often */
-    atomic_bool removed;             /* no longer in the published config */
+    atomic_bool removed;                   /* no longer in the published config */
     int nworkers;
-    struct server_wslot *w; /* owned: nworkers slots, 64-byte aligned */
+    struct server_wslot *w;    /* owned: nworkers slots, 64-byte aligned */
     struct stats_block *stats; /* owned: nworkers blocks (proxy/stats.h), one per worker */
 };
 

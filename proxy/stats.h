@@ -39,24 +39,24 @@ struct hist_totals {
 
 /* One block of counters: per worker and server, or per worker and pool. */
 struct stats_block {
-    _Alignas(64) atomic_uint_fast64_t requests;  /* requests sent to this server / pool */
+    _Alignas(64) atomic_uint_fast64_t requests; /* requests sent to this server / pool */
     /* By class of the status sent to the client, the proxy's own 502/503/504 included. */
     atomic_uint_fast64_t responses[STATS_CLASSES];
     /* Exchanges that failed after the response had started (cut mid-body): no status of their
      * own. Errors for the gates = responses[5] + upstream_failures. */
     atomic_uint_fast64_t upstream_failures;
     atomic_uint_fast64_t connect_errors;
-    atomic_uint_fast64_t timeouts;          /* upstream connect or response timeouts */
-    atomic_uint_fast64_t retries;           /* connect retries on another server, stale retries */
-    atomic_uint_fast64_t failovers;         /* requests that went to the other pool (pool only) */
-    atomic_uint_fast64_t preview_refused;   /* preview headers ignored: not authorized (listener) */
-    atomic_uint_fast64_t ejections;         /* passive ejections (server only) */
-    atomic_uint_fast64_t bytes_in;          /* request bytes from clients (head + body) */
-    atomic_uint_fast64_t bytes_out;         /* response bytes to clients (head + body) */
-    atomic_int_fast64_t inflight;           /* gauge: requests in flight */
-    atomic_int_fast64_t conns;              /* gauge: open upstream connections */
-    atomic_int_fast64_t tunnels;            /* gauge: open tunnels */
-    struct hist latency;                    /* request start to response complete, us */
+    atomic_uint_fast64_t timeouts;        /* upstream connect or response timeouts */
+    atomic_uint_fast64_t retries;         /* connect retries on another server, stale retries */
+    atomic_uint_fast64_t failovers;       /* requests that went to the other pool (pool only) */
+    atomic_uint_fast64_t preview_refused; /* preview headers ignored: not authorized (listener) */
+    atomic_uint_fast64_t ejections;       /* passive ejections (server only) */
+    atomic_uint_fast64_t bytes_in;        /* request bytes from clients (head + body) */
+    atomic_uint_fast64_t bytes_out;       /* response bytes to clients (head + body) */
+    atomic_int_fast64_t inflight;         /* gauge: requests in flight */
+    atomic_int_fast64_t conns;            /* gauge: open upstream connections */
+    atomic_int_fast64_t tunnels;          /* gauge: open tunnels */
+    struct hist latency;                  /* request start to response complete, us */
 };
 
 /* Plain sums over workers. */
@@ -123,7 +123,7 @@ void stats_delta(struct stats_totals *dst, const struct stats_totals *a,
 struct stats_board {
     int nworkers;
     struct stats_block *pool[POOL_COUNT]; /* owned: nworkers blocks each, 64-byte aligned */
-    struct stats_block *listener;         /* owned: per worker: client connections (conns), tunnels */
+    struct stats_block *listener; /* owned: per worker: client connections (conns), tunnels */
 };
 
 struct stats_board *stats_board_create(int nworkers);

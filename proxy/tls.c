@@ -23,7 +23,7 @@
 
 /* One SSL_CTX and the names its certificates answer for. */
 struct tls_entry {
-    SSL_CTX *ctx; /* owned */
+    SSL_CTX *ctx;           /* owned */
     char *names[MAX_NAMES]; /* owned: DNS names (SAN, else CN), lower case */
     size_t nnames;
 };
@@ -135,8 +135,7 @@ cert_names(X509 *x, char **names, size_t max)
     GENERAL_NAMES_free(san);
     if (n == 0) {
         char cn[256];
-        if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
-                                      sizeof(cn)) > 0)
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0)
             names[n++] = xstrdup(cn);
     }
     return n;
@@ -156,8 +155,8 @@ same_names(const struct tls_entry *e, char **names, size_t n)
 /* Adds one certificate and key: to the entry with the same names (RSA beside ECDSA) or to a
  * new one. */
 static int
-add_cert(struct tls_ctx *t, const struct conf_listen_tls *cfg, const struct conf_cert *c,
-         char *err, size_t errlen)
+add_cert(struct tls_ctx *t, const struct conf_listen_tls *cfg, const struct conf_cert *c, char *err,
+         size_t errlen)
 {
     FILE *f = fopen(c->cert, "r");
     if (f == NULL) {

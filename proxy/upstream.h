@@ -22,7 +22,7 @@ struct upconn {
     struct client *owner;    /* borrowed while in use; NULL when idle */
     struct upconn *next;     /* idle list of srv->w[worker] */
     struct upconn *prev;
-    uint32_t requests;       /* requests sent on this connection */
+    uint32_t requests; /* requests sent on this connection */
     bool connected;
     bool idle;
 };

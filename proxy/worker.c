@@ -200,7 +200,7 @@ start_drain(struct worker *w)
     close_all_idle(w);
     struct client *c;
     TAILQ_FOREACH(c, &w->clients, link)
-        client_drain(c);
+    client_drain(c);
     if (w->nclients == 0)
         event_base_loopexit(w->base, NULL);
 }

@@ -35,7 +35,7 @@ struct worker_listener {
     struct worker *w;           /* borrowed: the worker that owns it */
     struct evconnlistener *lev; /* owned (closes the socket) */
     enum route_to route_to;
-    struct tls_ctx *tls;        /* borrowed (lives while the daemon does); NULL = plain */
+    struct tls_ctx *tls; /* borrowed (lives while the daemon does); NULL = plain */
 };
 
 /* One listening socket per configured listener, made by the main thread for this worker. */
@@ -58,16 +58,16 @@ struct worker {
     int id;
     pthread_t thread;
     bool started;
-    struct event_base *base;            /* owned */
-    const struct routing *routing;      /* borrowed (lives while the daemon does) */
-    struct stats_board *board;          /* borrowed (lives while the daemon does) */
-    struct accesslog *alog;             /* borrowed (lives while the daemon does); may be NULL */
-    struct event *flush_ev;             /* owned: hands the access log buffer over every second */
-    struct worker_listener *listeners;  /* owned: nlisteners */
+    struct event_base *base;           /* owned */
+    const struct routing *routing;     /* borrowed (lives while the daemon does) */
+    struct stats_board *board;         /* borrowed (lives while the daemon does) */
+    struct accesslog *alog;            /* borrowed (lives while the daemon does); may be NULL */
+    struct event *flush_ev;            /* owned: hands the access log buffer over every second */
+    struct worker_listener *listeners; /* owned: nlisteners */
     size_t nlisteners;
-    struct wsnap *cur;                  /* owned: the snapshot new requests use */
-    struct wsnap *retired;              /* owned: older snapshots still used by requests */
-    uint64_t rng;                       /* route_rand() state */
+    struct wsnap *cur;     /* owned: the snapshot new requests use */
+    struct wsnap *retired; /* owned: older snapshots still used by requests */
+    uint64_t rng;          /* route_rand() state */
     uint32_t nclients;
     int nworkers; /* max_connections is shared evenly between the workers */
     bool accept_paused;
@@ -76,13 +76,13 @@ struct worker {
     struct http_buf scratch; /* owned: response heads are built here */
     struct evbuffer *qstage; /* owned: request bytes produced in one parse pass */
     struct evbuffer *rstage; /* owned: response bytes produced in one parse pass */
-    struct event *inbox_ev;   /* owned: activated by the main thread */
-    struct event *resume_ev;  /* owned: re-enables accept after an accept error */
-    struct event *drain_ev;   /* owned: closes idle clients while draining */
+    struct event *inbox_ev;  /* owned: activated by the main thread */
+    struct event *resume_ev; /* owned: re-enables accept after an accept error */
+    struct event *drain_ev;  /* owned: closes idle clients while draining */
     /* The inbox: written by the main thread, read by this worker, under inbox_lock (taken by
      * these two threads only, never on the request path). */
     pthread_mutex_t inbox_lock;
-    struct snapshot *inbox_snap; /* ref */
+    struct snapshot *inbox_snap;    /* ref */
     struct worker_sync *inbox_sync; /* borrowed until acknowledged */
     unsigned inbox_close_tunnels;   /* bit per pool: close its tunnels (drain.tunnel_timeout) */
     bool inbox_drain;

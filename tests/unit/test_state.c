@@ -309,8 +309,7 @@ static const struct corrupt CORRUPT[] = {
      "\"saved_ms\":1}",
      "admin[0].state"},
     {"admin name too long",
-     "{\"version\":1,\"generation\":1," GOOD_ROUTING
-     ",\"admin\":[{\"pool\":\"blue\",\"server\":"
+     "{\"version\":1,\"generation\":1," GOOD_ROUTING ",\"admin\":[{\"pool\":\"blue\",\"server\":"
      "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
      "\"state\":\"drain\"}],\"rollout\":null,\"saved_ms\":1}",
      "admin[0].server: not a server name"},
