@@ -626,7 +626,13 @@ on_write(struct bufferevent *bev, void *arg)
     if (c->state == CS_CLOSING) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
             /* Lingering close: stop sending, read what the client still sends for a moment so
-             * our last response is not destroyed by a reset. */
+             * our last response is not destroyed by a reset. TLS first says close_notify
+             * (libevent 2.1's OpenSSL bufferevent never does), so the end is not a truncation. */
+            if (c->tls) {
+                SSL *ssl = bufferevent_openssl_get_ssl(bev);
+                if (ssl)
+                    SSL_shutdown(ssl);
+            }
             shutdown(bufferevent_getfd(bev), SHUT_WR);
             evtimer_del(c->timer);
             arm_timer(c, LINGER_MS);
