@@ -662,8 +662,10 @@ on_event(struct bufferevent *bev, short events, void *arg)
         client_fail(c, 408);
         return;
     }
-    if ((events & BEV_EVENT_EOF) && c->state == CS_WAIT) {
-        /* The client half-closed after a complete request: deliver the response, then close. */
+    if ((events & BEV_EVENT_EOF) && c->state == CS_WAIT && !c->tls) {
+        /* The client half-closed after a complete request: deliver the response, then close.
+         * Not over TLS: there EOF means the peer is gone, and libevent's OpenSSL bufferevent
+         * stops writing after it, so the exchange would never end (and hold its upstream). */
         c->peer_eof = true;
         c->keepalive = false;
         bufferevent_disable(bev, EV_READ);

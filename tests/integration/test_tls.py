@@ -1004,6 +1004,44 @@ class BigBodyTest(TLSCase):
             self.assertServes(c, 'after a 64 MiB download')
         note('64 MiB download over TLS in %.1fs' % dt)
 
+    def test_download_stalled_reader_memory_bounded(self):
+        # back-pressure over TLS: with the client not reading, the proxy must stop reading the
+        # origin instead of buffering (encrypted or not) the whole 64 MiB
+        n = 64 * MiB
+        base = self.p.rss_kb()
+        peak = base
+        with self.connect(timeout=30) as c:
+            c.send(h.build_request('GET', '/bytes/%d' % n))
+            r = c.read_head()
+            self.assertStatus(r, 200)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 2.0:
+                peak = max(peak, self.p.rss_kb() or 0)
+                time.sleep(0.05)
+            # now read it all: nothing lost while stalled
+            pat = h.pattern(MiB + 64)
+            got = len(c.buf)
+            ok = bytes(c.buf) == pat[:got]
+            c.buf.clear()
+            buf = bytearray(MiB)
+            mv = memoryview(buf)
+            while got < n:
+                k = c.sock.recv_into(mv, min(MiB, n - got))
+                if k == 0:
+                    break
+                if ok and buf[:k] != pat[got % 26:got % 26 + k]:
+                    ok = False
+                got += k
+                peak = max(peak, self.p.rss_kb() or 0)
+        self.assertEqual(got, n)
+        self.assertTrue(ok, 'download corrupted after a stall')
+        grew = (peak - base) / 1024.0
+        note('RSS %.1f MiB -> peak %.1f MiB' % (base / 1024.0, peak / 1024.0))
+        if os.environ.get('SWITCHYARD_SANITIZE', 'none') not in ('', 'none'):
+            return
+        self.assertLess(grew, 24, 'proxy RSS grew by %.1f MiB while a TLS client stalled on a '
+                        '64 MiB download: not back-pressured' % grew)
+
     def test_download_chunked_and_tls12(self):
         n = 8 * MiB
         with self.connect(client_ctx(max_v=ssl.TLSVersion.TLSv1_2), timeout=30) as c:
@@ -1227,6 +1265,39 @@ class RobustnessTest(TLSCase):
         for ver in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
             with self.connect(client_ctx(max_v=ver)) as c:
                 self.assertServes(c)
+
+    def test_aborted_tls_download_releases_its_upstream(self):
+        # A TLS client that goes away in the middle of a big response: the proxy must drop the
+        # pair (the unfinished upstream connection cannot be reused), so that nothing is left in
+        # flight and SIGTERM stops at once. Observed: the client side is closed but the upstream
+        # connection stays open (reading paused) forever, and the drain waits for it.
+        with self.connect() as c:
+            self.assertServes(c)
+        base = self.b1.stats()['connections_open']
+        for i in range(10):
+            c = self.connect()
+            c.send(h.build_request('GET', '/bytes/%d' % (4 * MiB)))
+            if i % 2:
+                c.read_head()               # the response has started
+            c.close()                       # unread data: the kernel sends a reset
+        left = h.wait_until(lambda: self.b1.stats()['connections_open'] <= base, 3.0, 0.1)
+        now = self.b1.stats()['connections_open']
+        t0 = time.monotonic()
+        self.p.signal(signal.SIGTERM)
+        self.p.expected_exit = True
+        try:
+            rc = self.p.proc.wait(3.0)
+        except subprocess.TimeoutExpired:
+            rc = None
+            self.p.proc.kill()          # do not let tearDown wait for the drain
+            self.p.proc.wait(5)
+        dt = time.monotonic() - t0
+        self.assertTrue(left, 'after 10 aborted TLS downloads the origin still has %d '
+                        'connections open from the proxy (%d before), 3s later' % (now, base))
+        self.assertIsNotNone(rc, 'SIGTERM with nothing in flight: still running after 3s '
+                             '(an aborted TLS download left in flight?)')
+        self.assertEqual(rc, 0)
+        note('stopped %.2fs after SIGTERM' % dt)
 
 
 # ---------------------------------------------------------------------------------------------
