@@ -1,6 +1,7 @@
 /* control/api.c — the control API server (control/API.md): evhttp on the unix socket with
- * SO_PEERCRED checks, optionally on TCP with a bearer token; JSON envelopes with stable error
- * codes; status, rollback, weights, admin states, reload, long-polled events, metrics. */
+ * SO_PEERCRED checks, optionally on TCP with a bearer token (over TLS with control.tls); JSON
+ * envelopes with stable error codes; status, rollback, weights, admin states, reload,
+ * long-polled events, metrics. */
 #include "control/api.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -35,6 +37,7 @@
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
+#include "proxy/tls.h"
 
 #define API_MAX_BODY (64 * 1024)
 #define API_MAX_WAITERS 256
@@ -67,6 +70,7 @@ struct api {
     char *socket_path; /* owned */
     ino_t socket_ino;
     char *token;         /* owned; NULL without control.listen */
+    struct tls_ctx *tls; /* owned; NULL without control.tls (then TCP is plain HTTP) */
     char *token_name;    /* owned: how the audit log names a token peer */
     struct audit *audit; /* owned; NULL without log.audit */
     struct waiter *waiters;
@@ -1152,6 +1156,27 @@ http_for(struct api *a, struct api_listener *l, int fd)
     return http;
 }
 
+/* evhttp's bufferevent for each connection accepted on the TCP listener with control.tls: the
+ * server side of a TLS handshake (evhttp sets the socket afterwards). Never NULL — evhttp would
+ * then serve the connection as plain HTTP — so an SSL that cannot be made aborts, like any
+ * allocation failure. Main thread. */
+static struct bufferevent *
+tls_bev(struct event_base *base, void *arg)
+{
+    struct api *a = arg;
+    SSL *ssl = tls_new_ssl(a->tls);
+    struct bufferevent *bev = NULL;
+
+    if (ssl != NULL)
+        bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL)
+        abort(); /* out of memory */
+    /* A client closing without close_notify (curl, yardctl) is an EOF, not an error. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 struct api *
 api_create(struct daemon *d, char *err, size_t errlen)
 {
@@ -1180,6 +1205,14 @@ api_create(struct daemon *d, char *err, size_t errlen)
             goto fail;
         const char *slash = strrchr(conf->control.token_file, '/');
         a->token_name = xstrdup(slash ? slash + 1 : conf->control.token_file);
+        if (conf->control.tls_enabled) {
+            char terr[512];
+            a->tls = tls_ctx_create(&conf->control.tls, terr, sizeof(terr));
+            if (a->tls == NULL) {
+                snprintf(err, errlen, "control.tls: %s", terr);
+                goto fail;
+            }
+        }
         int tfd = sock_listen(&conf->control.listen, 0, err, errlen);
         if (tfd == -1)
             goto fail;
@@ -1188,7 +1221,10 @@ api_create(struct daemon *d, char *err, size_t errlen)
             snprintf(err, errlen, "control.listen: cannot serve HTTP");
             goto fail;
         }
-        log_info("control API on %s (bearer token)", conf->control.listen.text);
+        if (a->tls != NULL)
+            evhttp_set_bevcb(a->tcp_http, tls_bev, a);
+        log_info("control API on %s (%sbearer token)", conf->control.listen.text,
+                 a->tls ? "TLS, " : "");
     }
     log_info("control API on unix:%s", a->socket_path);
     return a;
@@ -1208,6 +1244,12 @@ int
 api_reopen_logs(struct api *a)
 {
     return a && a->audit ? audit_reopen(a->audit) : 0;
+}
+
+struct tls_ctx *
+api_tls(struct api *a)
+{
+    return a ? a->tls : NULL;
 }
 
 void
@@ -1233,6 +1275,7 @@ api_destroy(struct api **ap)
         evhttp_free(a->unix_http);
     if (a->tcp_http)
         evhttp_free(a->tcp_http);
+    tls_ctx_destroy(&a->tls); /* after the connections that use it */
     if (a->socket_path) {
         /* Only our own socket: a newer instance may have replaced it. */
         struct stat st;

@@ -56,6 +56,17 @@ listen_same(const struct conf *a, const struct conf *b)
 
 static uint64_t current_generation(const struct daemon *d);
 
+/* The listener of the new config that takes over running listener l (same address and TLS),
+ * or NULL. */
+static const struct conf_listen *
+reload_listener(const struct conf *nc, const struct conf_listen *l)
+{
+    for (size_t i = 0; i < nc->nlisten; i++)
+        if (strcmp(nc->listen[i].addr.text, l->addr.text) == 0 && nc->listen[i].tls_enabled)
+            return &nc->listen[i];
+    return NULL;
+}
+
 static uint64_t
 wall_ms(void)
 {
@@ -155,6 +166,54 @@ daemon_reload(struct daemon *d, struct conf_err *err)
         return -1;
     }
     const struct conf *oc = d->snap->conf;
+    /* Everything that can fail is checked before anything changes: certificates (re-read even
+     * when their paths did not change: renewed in place) and upstream TLS contexts. */
+    struct tls_certs **certs = xcalloc(oc->nlisten, sizeof(*certs));
+    struct snapshot *ns = NULL;
+    char terr[600] = "";
+    for (size_t i = 0; i < oc->nlisten && terr[0] == '\0'; i++) {
+        const struct conf_listen *nl = reload_listener(nc, &oc->listen[i]);
+        if (d->tls[i] == NULL || nl == NULL)
+            continue; /* a plain listener, or one the new file lacks: restart needed */
+        char e[512];
+        certs[i] = tls_certs_load(&nl->tls, e, sizeof(e));
+        if (certs[i] == NULL)
+            snprintf(terr, sizeof(terr), "listen %s: %s", nl->addr.text, e);
+    }
+    struct tls_certs *ctl_certs = NULL;
+    if (terr[0] == '\0' && api_tls(d->api) && nc->control.tls_enabled) {
+        char e[512];
+        ctl_certs = tls_certs_load(&nc->control.tls, e, sizeof(e));
+        if (ctl_certs == NULL)
+            snprintf(terr, sizeof(terr), "control.tls: %s", e);
+    }
+    if (terr[0] == '\0') {
+        ns = snapshot_create(nc, d->snap, d->nworkers, HEALTH_UNKNOWN);
+        nc = NULL;
+        snapshot_tls_init(ns, terr, sizeof(terr));
+    }
+    if (terr[0] != '\0') {
+        for (size_t i = 0; i < oc->nlisten; i++)
+            tls_certs_free(&certs[i]);
+        free(certs);
+        tls_certs_free(&ctl_certs);
+        snapshot_release(&ns);
+        conf_destroy(&nc);
+        err->count = 1;
+        snprintf(err->msg[0], sizeof(err->msg[0]), "%s", terr);
+        log_error("reload: %s", terr);
+        log_error("reload failed; the running configuration and certificates stay");
+        json_t *ev = json_pack("{s:b, s:s}", "ok", 0, "error", terr);
+        events_emit(d->events, current_generation(d), "reload", ev);
+        return -1;
+    }
+    for (size_t i = 0; i < oc->nlisten; i++)
+        if (certs[i])
+            tls_ctx_replace(d->tls[i], &certs[i]);
+    free(certs);
+    if (ctl_certs)
+        tls_ctx_replace(api_tls(d->api), &ctl_certs);
+    nc = ns->conf;
     if (!listen_same(oc, nc))
         log_warn("reload: listen changes take effect at the next restart");
     if (nc->workers != oc->workers)
@@ -172,7 +231,6 @@ daemon_reload(struct daemon *d, struct conf_err *err)
     if (nc->log.access == NULL ? oc->log.access != NULL
                                : (oc->log.access == NULL || strcmp(nc->log.access, oc->log.access)))
         log_warn("reload: a log.access change takes effect at the next restart");
-    struct snapshot *ns = snapshot_create(nc, d->snap, d->nworkers, HEALTH_UNKNOWN);
     health_set_snapshot(d->health, ns);
     for (int i = 0; i < d->nworkers; i++)
         worker_post_snapshot(d->workers[i], snapshot_ref(ns));
@@ -399,6 +457,11 @@ on_sample(evutil_socket_t fd, short what, void *arg)
     struct daemon *d = arg;
     uint64_t now = clock_ms();
     measure_sample(d->measure, now, d->snap);
+    if (now >= d->ticket_rotate_ms) {
+        if (d->ticket_rotate_ms && tls_rotate_ticket_keys() == -1)
+            log_warn("tls: no random bytes for a new session ticket key; the old one stays");
+        d->ticket_rotate_ms = now + TLS_TICKET_ROTATE_MS;
+    }
     rollout_tick_now(d);
     if (d->started)
         tunnel_drain_tick(d, now);
@@ -597,6 +660,13 @@ daemon_run(struct conf *conf)
     d.board = stats_board_create(d.nworkers);
     d.snap = snapshot_create(conf, NULL, d.nworkers, HEALTH_UNKNOWN);
     conf = NULL;
+    {
+        char err[600];
+        if (snapshot_tls_init(d.snap, err, sizeof(err)) == -1) {
+            log_error("%s", err);
+            goto out;
+        }
+    }
     restore_state(&d);
 
     /* TLS contexts per listener (certificates checked now; they live until exit). */

@@ -41,6 +41,7 @@ struct daemon {
     bool tunnels_closed[POOL_COUNT];     /* drain.tunnel_timeout already applied */
     struct worker_socket *socks; /* owned: nworkers x nlisten, bound; adopted by the workers */
     struct tls_ctx **tls;        /* owned: per listener, NULL for plain ones */
+    uint64_t ticket_rotate_ms;   /* when the session ticket key is next replaced */
     size_t nsocks;
     bool started;            /* workers running (after the first round of checks) */
     bool failed;             /* start-up failed after the loop began */

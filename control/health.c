@@ -1,6 +1,7 @@
 /* control/health.c — active health checks (DESIGN §5): one reusable libcurl easy handle per
- * server, all in one multi handle whose sockets and timer are libevent events on the main
- * event_base, and the rise/fall state machine that publishes server->health. */
+ * server (https with the pool's upstream TLS settings when it has tls:), all in one multi handle
+ * whose sockets and timer are libevent events on the main event_base, and the rise/fall state
+ * machine that publishes server->health. */
 #include "control/health.h"
 
 #include <arpa/inet.h>
@@ -25,13 +26,16 @@
  * behind an old keep-alive connection), and no idle socket lingers in the multi handle between
  * checks. At the default 2 s interval a handshake per check is noise. */
 struct hsrv {
-    struct health *h;             /* borrowed: the owner */
-    struct server *srv;           /* borrowed (lives while h->snap does) */
-    const struct conf_health *hc; /* borrowed (lives while h->snap does) */
-    CURL *easy;                   /* owned, reused by every check of this server */
-    char *url;                    /* owned */
-    struct curl_slist *headers;   /* owned; read by libcurl while a check is in flight */
-    struct event *timer;          /* owned: the next check */
+    struct health *h;                    /* borrowed: the owner */
+    struct server *srv;                  /* borrowed (lives while h->snap does) */
+    const struct conf_health *hc;        /* borrowed (lives while h->snap does) */
+    const struct conf_upstream_tls *tls; /* borrowed (lives while h->snap does): the pool's */
+    CURL *easy;                          /* owned, reused by every check of this server */
+    char *url;                           /* owned */
+    struct curl_slist *headers;          /* owned; read by libcurl while a check is in flight */
+    struct curl_slist *connect_to;       /* owned: tls.sni → the server's address; or NULL */
+    char errbuf[CURL_ERROR_SIZE];        /* libcurl's detailed text of the last failure */
+    struct event *timer;                 /* owned: the next check */
     enum health_state state;
     uint32_t passes, failures;
     uint64_t checks;
@@ -226,11 +230,21 @@ arm(struct hsrv *hs, uint64_t delay_ms)
     evtimer_add(hs->timer, &tv);
 }
 
+/* Sets every option of hs->easy for the current hc and tls (a reset first, so that nothing of
+ * an older config lingers, such as a CA file). Not while a check is in flight.
+ *
+ * Over TLS the name checked against the certificate (and sent as SNI) is tls->sni when set —
+ * the URL names it and CURLOPT_CONNECT_TO sends the connection to the server's address, so no
+ * DNS is involved — and the server's IP address otherwise (no SNI; the certificate needs an IP
+ * SAN). The proxy's own upstream connections follow the same rule. */
 static void
 build_request(struct hsrv *hs)
 {
     const struct sockaddr_storage *ss = &hs->srv->addr.ss;
+    const struct conf_upstream_tls *tls = hs->tls;
     char host[INET6_ADDRSTRLEN + 16] = "";
+    const char *scheme = tls->enabled ? "https" : "http";
+    const char *url_host = host;
     unsigned port = 0;
     size_t len;
 
@@ -248,10 +262,22 @@ build_request(struct hsrv *hs)
         inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
         port = ntohs(s4->sin_port);
     }
+    curl_slist_free_all(hs->connect_to);
+    hs->connect_to = NULL;
+    if (tls->enabled && tls->sni != NULL) {
+        size_t clen = 2 * strlen(tls->sni) + strlen(host) + 16;
+        char *map = xmalloc(clen);
+        url_host = tls->sni;
+        snprintf(map, clen, "%s:%u:%s:%u", tls->sni, port, host, port);
+        hs->connect_to = curl_slist_append(NULL, map);
+        free(map);
+        if (hs->connect_to == NULL)
+            abort(); /* out of memory, like xmalloc */
+    }
     free(hs->url);
-    len = strlen("http://") + strlen(host) + 8 + strlen(hs->hc->path) + 1;
+    len = strlen(scheme) + strlen("://") + strlen(url_host) + 8 + strlen(hs->hc->path) + 1;
     hs->url = xmalloc(len);
-    snprintf(hs->url, len, "http://%s:%u%s", host, port, hs->hc->path);
+    snprintf(hs->url, len, "%s://%s:%u%s", scheme, url_host, port, hs->hc->path);
 
     curl_slist_free_all(hs->headers);
     hs->headers = NULL;
@@ -263,6 +289,30 @@ build_request(struct hsrv *hs)
         free(line);
         if (hs->headers == NULL)
             abort(); /* out of memory, like xmalloc */
+    }
+
+    curl_easy_reset(hs->easy);
+    curl_easy_setopt(hs->easy, CURLOPT_PRIVATE, (char *)hs);
+    curl_easy_setopt(hs->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(hs->easy, CURLOPT_PROXY, "");
+    curl_easy_setopt(hs->easy, CURLOPT_FORBID_REUSE, 1L);
+    curl_easy_setopt(hs->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(hs->easy, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(hs->easy, CURLOPT_PROTOCOLS_STR, scheme);
+    curl_easy_setopt(hs->easy, CURLOPT_USERAGENT, "switchyard-health/" SWITCHYARD_VERSION);
+    curl_easy_setopt(hs->easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(hs->easy, CURLOPT_WRITEDATA, hs);
+    curl_easy_setopt(hs->easy, CURLOPT_ERRORBUFFER, hs->errbuf);
+    curl_easy_setopt(hs->easy, CURLOPT_URL, hs->url);
+    curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, hs->headers);
+    if (tls->enabled) {
+        curl_easy_setopt(hs->easy, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+        curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYPEER, tls->verify ? 1L : 0L);
+        curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYHOST, tls->verify ? 2L : 0L);
+        if (tls->ca != NULL)
+            curl_easy_setopt(hs->easy, CURLOPT_CAINFO, tls->ca);
+        if (hs->connect_to != NULL)
+            curl_easy_setopt(hs->easy, CURLOPT_CONNECT_TO, hs->connect_to);
     }
 }
 
@@ -279,8 +329,7 @@ start_check(struct hsrv *hs)
     hs->collect_body = hs->hc->body_contains != NULL;
     hs->body_len = 0;
     hs->start_ms = now_ms();
-    curl_easy_setopt(hs->easy, CURLOPT_URL, hs->url);
-    curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, hs->headers);
+    hs->errbuf[0] = '\0';
     curl_easy_setopt(hs->easy, CURLOPT_TIMEOUT_MS, (long)hs->hc->timeout_ms);
     curl_easy_setopt(hs->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)hs->hc->timeout_ms);
     mc = curl_multi_add_handle(h->multi, hs->easy);
@@ -354,6 +403,29 @@ result(struct hsrv *hs, bool pass, const char *reason)
     first_round_check(h);
 }
 
+/* Whether a libcurl failure is the TLS layer's: handshake, certificate, name, CA file. */
+static bool
+tls_failure(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_USE_SSL_FAILED:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Classifies a finished transfer. */
 static void
 finish(struct hsrv *hs, CURLcode rc)
@@ -379,6 +451,14 @@ finish(struct hsrv *hs, CURLcode rc)
     }
     if (rc == CURLE_OPERATION_TIMEDOUT) {
         result(hs, false, "timeout");
+        return;
+    }
+    if (tls_failure(rc)) {
+        /* libcurl's own text says what was wrong (which certificate problem, which name). */
+        if (snprintf(reason, sizeof(reason), "TLS: %s",
+                     hs->errbuf[0] ? hs->errbuf : curl_easy_strerror(rc)) >= (int)sizeof(reason))
+            memcpy(reason + sizeof(reason) - 4, "...", 4); /* cut short: say so */
+        result(hs, false, reason);
         return;
     }
     curl_easy_getinfo(hs->easy, CURLINFO_OS_ERRNO, &oserr);
@@ -421,13 +501,15 @@ cancel(struct hsrv *hs)
 /* ---- the set of checked servers -------------------------------------------------------- */
 
 static struct hsrv *
-hsrv_create(struct health *h, struct server *srv, const struct conf_health *hc)
+hsrv_create(struct health *h, struct server *srv, const struct conf_health *hc,
+            const struct conf_upstream_tls *tls)
 {
     struct hsrv *hs = xcalloc(1, sizeof(*hs));
 
     hs->h = h;
     hs->srv = srv;
     hs->hc = hc;
+    hs->tls = tls;
     /* DESIGN §5: a server starts unknown (no traffic) whatever it was created with; its first
      * result decides. Relaxed, as every store of health (see result()). */
     hs->state = HEALTH_UNKNOWN;
@@ -437,16 +519,6 @@ hsrv_create(struct health *h, struct server *srv, const struct conf_health *hc)
         abort(); /* out of memory, like xmalloc */
     hs->timer = evtimer_new(h->base, on_check_timer, hs);
     build_request(hs);
-    curl_easy_setopt(hs->easy, CURLOPT_PRIVATE, (char *)hs);
-    curl_easy_setopt(hs->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(hs->easy, CURLOPT_PROXY, "");
-    curl_easy_setopt(hs->easy, CURLOPT_FORBID_REUSE, 1L);
-    curl_easy_setopt(hs->easy, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(hs->easy, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(hs->easy, CURLOPT_PROTOCOLS_STR, "http");
-    curl_easy_setopt(hs->easy, CURLOPT_USERAGENT, "switchyard-health/" SWITCHYARD_VERSION);
-    curl_easy_setopt(hs->easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(hs->easy, CURLOPT_WRITEDATA, hs);
     return hs;
 }
 
@@ -460,6 +532,7 @@ hsrv_destroy(struct hsrv **p)
     cancel(hs);
     curl_easy_cleanup(hs->easy);
     curl_slist_free_all(hs->headers);
+    curl_slist_free_all(hs->connect_to);
     event_free(hs->timer);
     free(hs->url);
     xfree(p);
@@ -471,13 +544,17 @@ str_eq(const char *a, const char *b)
     return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-/* Whether a check started under a would be judged or sent differently under b. */
+/* Whether a check started under a (and tls ta) would be judged or sent differently under b
+ * (and tb). */
 static bool
-request_changed(const struct conf_health *a, const struct conf_health *b)
+request_changed(const struct conf_health *a, const struct conf_upstream_tls *ta,
+                const struct conf_health *b, const struct conf_upstream_tls *tb)
 {
     return !str_eq(a->path, b->path) || !str_eq(a->host, b->host) ||
            !str_eq(a->body_contains, b->body_contains) || a->timeout_ms != b->timeout_ms ||
-           a->expect_min != b->expect_min || a->expect_max != b->expect_max;
+           a->expect_min != b->expect_min || a->expect_max != b->expect_max ||
+           ta->enabled != tb->enabled || ta->verify != tb->verify || !str_eq(ta->ca, tb->ca) ||
+           !str_eq(ta->sni, tb->sni);
 }
 
 static struct hsrv *
@@ -530,16 +607,18 @@ health_set_snapshot(struct health *h, struct snapshot *snap)
     for (int p = 0; p < POOL_COUNT; p++) {
         const struct pool *pool = &snap->pools[p];
         const struct conf_health *hc = &pool->conf->health;
+        const struct conf_upstream_tls *tls = &pool->conf->tls;
         for (size_t i = 0; i < pool->nservers; i++) {
             struct server *srv = pool->servers[i];
             struct hsrv *hs = find_old(h, srv);
             if (hs != NULL) {
-                bool changed = request_changed(hs->hc, hc);
+                bool changed = request_changed(hs->hc, hs->tls, hc, tls);
                 /* Take it out of the old list so that it is neither matched twice nor freed. */
                 for (size_t j = 0; j < h->nsrvs; j++)
                     if (h->srvs[j] == hs)
                         h->srvs[j] = NULL;
                 hs->hc = hc;
+                hs->tls = tls;
                 if (hs->srv != srv) {
                     hs->srv = srv;
                     atomic_store_explicit(&srv->health, (int)hs->state, memory_order_relaxed);
@@ -553,7 +632,7 @@ health_set_snapshot(struct health *h, struct snapshot *snap)
                     build_request(hs);
                 }
             } else {
-                hs = hsrv_create(h, srv, hc);
+                hs = hsrv_create(h, srv, hc, tls);
                 hs->fresh = true;
                 nnew++;
             }

@@ -12,8 +12,9 @@
 struct event_base;
 struct health;
 
-/* The longest reason kept, including the NUL ("status 503", "timeout", a curl error text). */
-#define HEALTH_REASON_LEN 96
+/* The longest reason kept, including the NUL ("status 503", "timeout", a curl error text, "TLS:
+ * " and libcurl's account of a certificate or handshake failure, which names hosts). */
+#define HEALTH_REASON_LEN 192
 
 /* The longest body prefix searched for body_contains: the text must start within the first
  * HEALTH_BODY_PREFIX_BYTES bytes of the response body. */
@@ -22,7 +23,8 @@ struct health;
 /* Called on every state change of a server, unknown → up/down included, on the main thread,
  * after server->health has been stored. srv is borrowed (lives at least while the callback
  * runs); reason is "ok" for a change to up, else the failure that decided it ("timeout",
- * "connection refused", "status 503", "body mismatch", or a libcurl error text). The callback
+ * "connection refused", "status 503", "body mismatch", "TLS: " and libcurl's text for a
+ * handshake or certificate failure, or a libcurl error text). The callback
  * must not call health_set_snapshot() or health_destroy() (it runs inside the checker's event
  * processing); anything else is fine. */
 typedef void (*health_change_fn)(void *arg, const struct server *srv, enum health_state from,
@@ -52,11 +54,14 @@ struct health_status {
  * libcurl cannot make a multi handle. Main thread (the thread running base). */
 struct health *health_create(struct event_base *base, health_change_fn fn, void *arg);
 
-/* Checks the servers of snap from now on (a ref is taken; the previous one is dropped).
+/* Checks the servers of snap from now on (a ref is taken; the previous one is dropped). A
+ * server of a pool with tls: is checked over https with the pool's verify, ca and sni (the name
+ * verified and sent as SNI is sni when set, else the server's IP address), as the proxy's own
+ * upstream connections are.
  * A server of the previous snapshot that is still there — the same struct server, or one with
  * the same pool, name and address (a weight change makes a new struct server) — keeps its
  * state, counters, schedule and any check in flight (restarted when its pool's path, host,
- * expect, body or timeout changed); a server new to the checker is set to HEALTH_UNKNOWN (no
+ * expect, body, timeout or tls changed); a server new to the checker is set to HEALTH_UNKNOWN (no
  * change callback for that) and checked right away, and its first result decides (a batch of
  * new servers then spreads its later checks over the interval); a server that is gone stops
  * being checked (a check in flight is cancelled). Main thread; not from a health_change_fn. */

@@ -30,6 +30,7 @@ enum opt_id {
     O_SOCKET = 0,
     O_URL,
     O_TOKEN_FILE,
+    O_CACERT,
     O_JSON,
     O_IF_GENERATION,
     O_TIMEOUT,
@@ -60,6 +61,7 @@ static const struct option_def option_defs[] = {
     {"--socket", NULL, O_SOCKET, true},
     {"--url", NULL, O_URL, true},
     {"--token-file", NULL, O_TOKEN_FILE, true},
+    {"--cacert", NULL, O_CACERT, true},
     {"--json", NULL, O_JSON, false},
     {"--if-generation", NULL, O_IF_GENERATION, true},
     {"--timeout", NULL, O_TIMEOUT, true},
@@ -188,6 +190,8 @@ static const char global_help[] =
     "                       " DEFAULT_SOCKET ")\n"
     "  --url URL            the TCP control listener instead, such as http://10.0.0.5:9000\n"
     "  --token-file FILE    bearer token for --url (a trailing newline is ignored)\n"
+    "  --cacert FILE        for an https:// --url: trust the CA certificates in FILE (PEM)\n"
+    "                       instead of the system store\n"
     "  --json               print the API's data, or its error object, as JSON\n"
     "  --if-generation N    change nothing (exit 4) unless the routing generation is N\n"
     "  --timeout DURATION   how long waits may take, such as 30s or 2m (default " DEFAULT_TIMEOUT
@@ -225,7 +229,7 @@ command_help(FILE *f, const struct command *c)
 {
     fprintf(f, "usage: yardctl [OPTIONS] %s\n\n%s", c->usage, c->help);
     fprintf(f,
-            "\nOPTIONS: --socket, --url, --token-file, --json%s, --timeout; see yardctl "
+            "\nOPTIONS: --socket, --url, --token-file, --cacert, --json%s, --timeout; see yardctl "
             "--help.\n",
             c->mutates ? ", --if-generation" : "");
 }
@@ -388,6 +392,13 @@ run(const struct command *c, const char *val[O_COUNT], struct yardctl_opts *o)
         strncmp(val[O_URL], "https://", 8) != 0)
         return usage_error(c, "bad --url \"%s\": expected http://HOST:PORT or https://HOST:PORT",
                            val[O_URL]);
+    if (val[O_CACERT] != NULL && (val[O_URL] == NULL || strncmp(val[O_URL], "https://", 8) != 0))
+        return usage_error(c, "--cacert goes with an https:// --url");
+    if (val[O_CACERT] != NULL && access(val[O_CACERT], R_OK) == -1) {
+        char why[128];
+        return usage_error(c, "cannot read --cacert %s: %s", val[O_CACERT],
+                           errno_text(errno, why, sizeof why));
+    }
     if (val[O_IF_GENERATION] != NULL && !c->mutates)
         return usage_error(c, "--if-generation is for commands that change something, not %s",
                            c->name);
@@ -432,6 +443,7 @@ run(const struct command *c, const char *val[O_COUNT], struct yardctl_opts *o)
     o->wait = val[O_WAIT] != NULL;
     o->rollback_on_timeout = val[O_ROLLBACK_ON_TIMEOUT] != NULL;
     o->target.url = val[O_URL];
+    o->target.cacert = val[O_CACERT];
     o->target.socket_path = val[O_SOCKET];
     if (o->target.socket_path == NULL) {
         const char *env = getenv("SWITCHYARD_SOCKET");

@@ -169,6 +169,25 @@ transport_error(const struct yardctl_target *t, CURLcode rc, long os_errno, cons
         break;
     case CURLE_GOT_NOTHING:
         snprintf(why, sizeof why, "the connection closed without an answer");
+        if (t->url != NULL && strncmp(t->url, "http://", 7) == 0)
+            hint = "(a TLS listener? then https:// in --url)";
+        break;
+    case CURLE_PEER_FAILED_VERIFICATION:
+        /* "SSL certificate problem: self-signed certificate", "...: unable to get local issuer
+         * certificate", "SSL: no alternative certificate subject name matches ..." */
+        one_line(why, sizeof why, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        hint = t->cacert ? "(the certificate does not verify against --cacert for this host)"
+                         : "(not trusted by the system store: pass its CA with --cacert)";
+        break;
+    case CURLE_SSL_CACERT_BADFILE:
+        one_line(why, sizeof why, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        hint = "(check --cacert: PEM certificates)";
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+        snprintf(why, sizeof why, "TLS handshake failed: ");
+        one_line(why + strlen(why), sizeof why - strlen(why),
+                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        hint = "(a plain HTTP listener? then http:// in --url)";
         break;
     case CURLE_WRITE_ERROR:
         snprintf(why, sizeof why, "the answer is larger than %u MiB", MAX_ANSWER_BYTES >> 20);
@@ -225,6 +244,11 @@ yardctl_api_raw(const struct yardctl_target *t, const char *method, const char *
     if (t->url == NULL)
         curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, t->socket_path);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* https://: the certificate is verified (libcurl's default) against the system store, or
+     * --cacert; TLS 1.2 at least, as the proxy's own listeners. */
+    curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (t->cacert != NULL)
+        curl_easy_setopt(h, CURLOPT_CAINFO, t->cacert);
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

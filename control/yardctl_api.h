@@ -25,6 +25,8 @@ struct yardctl_target {
     const char *url;         /* borrowed (argv): TCP base URL such as http://127.0.0.1:9000, or
                                 NULL for the unix socket */
     const char *token;       /* borrowed (lives while the target does): bearer token, or NULL */
+    const char *cacert;      /* borrowed (argv): for an https:// url, the CA file (PEM) the
+                                server's certificate must chain to; NULL = the system store */
     /* borrowed, or NULL: a request in progress is abandoned soon after this becomes non-zero
        (set from a signal handler) and fails with code "interrupted" */
     const volatile sig_atomic_t *stop;

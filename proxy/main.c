@@ -89,6 +89,26 @@ main(int argc, char **argv)
         }
         tls_ctx_destroy(&t);
     }
+    if (conf->control.tls_enabled) {
+        char terr[512];
+        struct tls_ctx *t = tls_ctx_create(&conf->control.tls, terr, sizeof(terr));
+        if (t == NULL) {
+            fprintf(stderr, "%s: control.tls: %s\n", path, terr);
+            tls_errors++;
+        }
+        tls_ctx_destroy(&t);
+    }
+    for (int p = 0; p < POOL_COUNT; p++) {
+        if (!conf->pools[p].tls.enabled)
+            continue;
+        char terr[512];
+        SSL_CTX *ctx = tls_client_ctx_create(&conf->pools[p].tls, terr, sizeof(terr));
+        if (ctx == NULL) {
+            fprintf(stderr, "%s: pools.%s.tls: %s\n", path, conf_pool_name((enum pool_id)p), terr);
+            tls_errors++;
+        }
+        SSL_CTX_free(ctx);
+    }
     if (tls_errors) {
         fprintf(stderr, "switchyard: configuration %s has errors\n", path);
         conf_destroy(&conf);

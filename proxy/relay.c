@@ -80,7 +80,8 @@ attach_server(struct client *c, struct server *srv, struct evbuffer *pending, bo
     struct upconn *u = fresh ? NULL : upstream_take_idle(c->w, srv);
     c->up_reused = u != NULL;
     if (u == NULL)
-        u = upstream_connect(c->w, srv, exchange_conf(c)->timeouts.upstream_connect_ms);
+        u = upstream_connect(c->w, srv, &c->ws->snap->pools[srv->pool],
+                             exchange_conf(c)->timeouts.upstream_connect_ms);
     if (u == NULL)
         return false;
     c->srv = srv;
@@ -268,8 +269,11 @@ connect_failed(struct client *c, bool timeout)
 {
     const struct conf *conf = exchange_conf(c);
     struct server *failed = c->srv;
+    char why[300] = "timed out";
+    if (!timeout)
+        upstream_connect_error(c->up, why, sizeof(why));
     log_info("upstream %s/%s: connect %s, request id %s", conf_pool_name(failed->pool),
-             failed->name, timeout ? "timed out" : "failed", c->request_id);
+             failed->name, why, c->request_id);
     server_failed(c, failed);
     if (timeout)
         COUNT(c, failed, timeouts);
@@ -302,8 +306,10 @@ connect_failed(struct client *c, bool timeout)
 static void
 on_up_read(struct bufferevent *bev, void *arg)
 {
-    sock_read_more(bev, RELAY_READ_MORE_BYTES);
-    relay_feed(arg);
+    struct client *c = arg;
+    if (!c->up->tls)
+        sock_read_more(bev, RELAY_READ_MORE_BYTES);
+    relay_feed(c);
 }
 
 static void

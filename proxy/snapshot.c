@@ -9,6 +9,7 @@
 
 #include "conf/xalloc.h"
 #include "proxy/stats.h"
+#include "proxy/tls.h"
 
 /* Reference counts: taking a reference needs one already held (the holder's own, or the
  * publisher's), so the object cannot go away meanwhile and the increment needs no ordering:
@@ -98,14 +99,28 @@ carry_stats(struct server *srv, const struct server *old)
     free(t);
 }
 
+static bool
+str_equal(const char *a, const char *b)
+{
+    return a == NULL ? b == NULL : (b != NULL && strcmp(a, b) == 0);
+}
+
+static bool
+upstream_tls_equal(const struct conf_upstream_tls *a, const struct conf_upstream_tls *b)
+{
+    return a->enabled == b->enabled && a->verify == b->verify && str_equal(a->ca, b->ca) &&
+           str_equal(a->sni, b->sni);
+}
+
 /* The server for cs in the new snapshot: the previous one when nothing about it changed, so
  * its state, slots and idle connections carry over; a new one that copies the previous one's
  * health, admin and ejection state and carries its counters over (carry_stats) when only its
- * weight (immutable in a server) or the number of workers changed; else a new server starting
- * at initial_health with zeroed counters. */
+ * weight (immutable in a server), the number of workers or its pool's upstream TLS settings
+ * (its idle connections and TLS sessions were made with the old ones) changed; else a new server
+ * starting at initial_health with zeroed counters. */
 static struct server *
-server_for(const struct conf_server *cs, const struct snapshot *prev, enum pool_id pool,
-           int nworkers, enum health_state initial_health)
+server_for(const struct conf_server *cs, const struct snapshot *prev, const struct conf_pool *cp,
+           enum pool_id pool, int nworkers, enum health_state initial_health)
 {
     struct server *old = find_prev(prev, pool, cs);
     struct server *srv;
@@ -114,7 +129,8 @@ server_for(const struct conf_server *cs, const struct snapshot *prev, enum pool_
 
     if (old == NULL)
         return server_create(cs, pool, nworkers, initial_health);
-    if (old->weight == weight && old->nworkers == nworkers)
+    if (old->weight == weight && old->nworkers == nworkers &&
+        upstream_tls_equal(&prev->pools[pool].conf->tls, &cp->tls))
         return server_ref(old);
     /* Relaxed: each field is an independent word, and the main thread, which runs this, is
      * the one that writes them (health checks, control API, ejection timers). */
@@ -151,7 +167,7 @@ snapshot_create(struct conf *conf, const struct snapshot *prev, int nworkers,
         pool->total_weight = 0;
         for (size_t i = 0; i < cp->nservers; i++) {
             pool->servers[i] =
-                server_for(&cp->servers[i], prev, (enum pool_id)p, nworkers, initial_health);
+                server_for(&cp->servers[i], prev, cp, (enum pool_id)p, nworkers, initial_health);
             pool->total_weight += pool->servers[i]->weight;
         }
     }
@@ -212,6 +228,7 @@ snapshot_release(struct snapshot **sp)
         for (size_t i = 0; i < pool->nservers; i++)
             server_release(&pool->servers[i]);
         xfree(&pool->servers);
+        SSL_CTX_free(pool->tls);
     }
     conf_destroy(&s->conf);
     free(s);
@@ -241,6 +258,8 @@ server_release(struct server **srvp)
     if (prev != 1)
         return;
     xfree(&srv->name);
+    for (int i = 0; i < srv->nworkers; i++)
+        SSL_SESSION_free(srv->w[i].tls_session);
     xfree(&srv->w);
     stats_blocks_destroy(&srv->stats);
     free(srv);
@@ -269,4 +288,26 @@ snapshot_find_server(const struct snapshot *s, enum pool_id pool, const char *na
             return p->servers[i];
     }
     return NULL;
+}
+
+int
+snapshot_tls_init(struct snapshot *s, char *err, size_t errlen)
+{
+    SSL_CTX *ctx[POOL_COUNT] = {NULL};
+    for (int p = 0; p < POOL_COUNT; p++) {
+        const struct conf_upstream_tls *t = &s->pools[p].conf->tls;
+        if (!t->enabled)
+            continue;
+        char e[400];
+        ctx[p] = tls_client_ctx_create(t, e, sizeof(e));
+        if (ctx[p] == NULL) {
+            snprintf(err, errlen, "pools.%s.tls: %s", conf_pool_name((enum pool_id)p), e);
+            for (int q = 0; q < p; q++)
+                SSL_CTX_free(ctx[q]);
+            return -1;
+        }
+    }
+    for (int p = 0; p < POOL_COUNT; p++)
+        s->pools[p].tls = ctx[p];
+    return 0;
 }

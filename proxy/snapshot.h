@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
+
 #include "conf/conf.h"
 
 #define MAX_WORKERS 64
@@ -38,6 +40,7 @@ struct server_wslot {
     struct upconn *idle_head;       /* borrowed list (owned by the worker's upstream module) */
     int32_t rr_current;             /* smooth weighted round robin state */
     uint32_t open_conns;            /* upstream connections open from this worker */
+    SSL_SESSION *tls_session;       /* owned: the last TLS session the server gave (resumption) */
 };
 
 struct server {
@@ -65,6 +68,7 @@ struct pool {
     struct server **servers;      /* owned array of refs */
     size_t nservers;
     uint32_t total_weight;
+    SSL_CTX *tls; /* owned ref: the upstream TLS client context; NULL for a plain pool */
 };
 
 struct snapshot {
@@ -80,6 +84,11 @@ struct snapshot {
  * servers start with health `initial_health`. Returns a snapshot with one ref. Main thread. */
 struct snapshot *snapshot_create(struct conf *conf, const struct snapshot *prev, int nworkers,
                                  enum health_state initial_health);
+
+/* Gives every pool with a tls: section its client context (tls_client_ctx_create). Call before
+ * publishing s. -1 with a message naming the pool and file in err (an unreadable CA file), and s
+ * is left as it was. Main thread. */
+int snapshot_tls_init(struct snapshot *s, char *err, size_t errlen);
 
 /* Marks the servers of old that next does not contain as removed (workers then close their idle
  * connections to them). Main thread, after publishing next. */

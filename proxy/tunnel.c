@@ -73,7 +73,8 @@ on_up_read(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     c->started_ms = clock_ms();
-    sock_read_more(bev, RELAY_READ_MORE_BYTES);
+    if (!c->up->tls)
+        sock_read_more(bev, RELAY_READ_MORE_BYTES);
     pump(bev, c->bev);
 }
 

@@ -5,18 +5,21 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "conf/xalloc.h"
 #include "proxy/clock.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "proxy/tls.h"
 #include "proxy/worker.h"
 
 #define UP_MAX_SINGLE_READ (64 * 1024)
@@ -49,7 +52,8 @@ upstream_take_idle(struct worker *w, struct server *srv)
 }
 
 struct upconn *
-upstream_connect(struct worker *w, struct server *srv, uint64_t connect_timeout_ms)
+upstream_connect(struct worker *w, struct server *srv, const struct pool *pool,
+                 uint64_t connect_timeout_ms)
 {
     int fd = socket(srv->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
@@ -59,7 +63,18 @@ upstream_connect(struct worker *w, struct server *srv, uint64_t connect_timeout_
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev;
+    if (pool->tls) {
+        SSL *ssl =
+            tls_client_new_ssl(pool->tls, &pool->conf->tls, &srv->addr, &srv->w[w->id].tls_session);
+        bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+        if (bev) /* (on failure libevent freed the SSL; the socket is still ours) */
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1); /* EOF is EOF */
+    } else {
+        bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (bev == NULL) {
         close(fd);
         return NULL;
@@ -67,6 +82,7 @@ upstream_connect(struct worker *w, struct server *srv, uint64_t connect_timeout_
     bufferevent_set_max_single_read(bev, UP_MAX_SINGLE_READ);
     struct upconn *u = xcalloc(1, sizeof(*u));
     u->bev = bev;
+    u->tls = pool->tls != NULL;
     u->srv = server_ref(srv);
     u->w = w;
     srv->w[w->id].open_conns++;
@@ -139,6 +155,11 @@ upstream_close(struct upconn **up)
     u->srv->w[u->w->id].open_conns--;
     stats_gauge(&u->srv->stats[u->w->id].conns, -1);
     stats_gauge(&u->w->board->pool[u->srv->pool][u->w->id].conns, -1);
+    if (u->tls && u->connected) {
+        SSL *ssl = bufferevent_openssl_get_ssl(u->bev);
+        if (ssl && !(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+            SSL_shutdown(ssl); /* close_notify (libevent 2.1 never sends it); one try */
+    }
     bufferevent_free(u->bev);
     server_release(&u->srv);
     free(u);
@@ -151,4 +172,17 @@ upstream_close_idle(struct worker *w, struct server *srv)
         struct upconn *u = srv->w[w->id].idle_head;
         upstream_close(&u);
     }
+}
+
+void
+upstream_connect_error(struct upconn *u, char *buf, size_t len)
+{
+    if (!u->tls) {
+        snprintf(buf, len, "failed");
+        return;
+    }
+    unsigned long e = 0, next;
+    while ((next = bufferevent_get_openssl_error(u->bev)) != 0)
+        e = next; /* the last one is the most specific */
+    tls_client_error(bufferevent_openssl_get_ssl(u->bev), e, buf, len);
 }

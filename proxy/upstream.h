@@ -25,17 +25,24 @@ struct upconn {
     uint32_t requests; /* requests sent on this connection */
     bool connected;
     bool idle;
+    bool tls; /* through OpenSSL: no direct reads or writes on the socket */
 };
 
 /* Takes the most recently parked idle connection to srv, or NULL. The connection comes back with
  * no callbacks set; the caller sets its own. */
 struct upconn *upstream_take_idle(struct worker *w, struct server *srv);
 
-/* Starts a non-blocking connect to srv. Returns a connection whose bufferevent reports
+/* Starts a non-blocking connect to srv, a server of pool; over TLS when the pool has a client
+ * context (the handshake is part of connecting). Returns a connection whose bufferevent reports
  * BEV_EVENT_CONNECTED or an error through the callbacks the caller sets next; writes made
  * before the connection is up are queued. NULL when no socket could be made (fd limit). The
- * connect deadline is applied as a write timeout. */
-struct upconn *upstream_connect(struct worker *w, struct server *srv, uint64_t connect_timeout_ms);
+ * connect deadline, handshake included, is applied as a write timeout. */
+struct upconn *upstream_connect(struct worker *w, struct server *srv, const struct pool *pool,
+                                uint64_t connect_timeout_ms);
+
+/* Why a connection failed before it was up, for the log: the TLS reason for a TLS connection,
+ * else "failed". */
+void upstream_connect_error(struct upconn *u, char *buf, size_t len);
 
 /* Parks a connection whose exchange ended cleanly in its server's idle list, or closes it when
  * the list is full (max_idle), the server was removed or the worker is draining. Idle

@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 
 #include "conf/xalloc.h"
 #include "tests/origin/respond.h"
@@ -39,6 +41,51 @@ origin_log(const struct origin *o, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+}
+
+/* Host-name characters (and '*', '_'): anything else in an SNI is reported as "(invalid)". */
+static const char SNI_CHARS[] =
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_*";
+
+const char *
+conn_sni(const struct conn *c)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl == NULL)
+        return NULL;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == NULL || name[0] == '\0')
+        return "-";
+    if (strlen(name) >= ORIGIN_SNI_LEN || name[strspn(name, SNI_CHARS)] != '\0')
+        return "(invalid)";
+    return name;
+}
+
+/* Counts a completed handshake under the name the client sent. */
+static void
+count_handshake(struct conn *c)
+{
+    struct origin *o = c->o;
+    const char *name = conn_sni(c);
+    size_t i;
+
+    o->tls_handshakes++;
+    for (i = 0; i < o->nsni; i++)
+        if (strcmp(o->sni[i].name, name) == 0)
+            break;
+    if (i == o->nsni && i >= ORIGIN_SNI_MAX - 1) {
+        i = ORIGIN_SNI_MAX - 1; /* no slot left: the last one counts every new name */
+        if (o->nsni < ORIGIN_SNI_MAX) {
+            snprintf(o->sni[i].name, sizeof(o->sni[i].name), "(other)");
+            o->nsni++;
+        }
+    } else if (i == o->nsni) {
+        snprintf(o->sni[i].name, sizeof(o->sni[i].name), "%s", name);
+        o->nsni++;
+    }
+    o->sni[i].handshakes++;
+    origin_log(o, "TLS handshake done: %s, SNI %s",
+               SSL_get_version(bufferevent_openssl_get_ssl(c->bev)), name);
 }
 
 static void
@@ -257,6 +304,14 @@ after_flush(struct conn *c)
         conn_close(c);
         return -1;
     }
+    /* Over TLS, close_notify first (libevent 2.1 never sends it): a close-delimited body then
+     * ends cleanly for the client. The output is empty, so the alert goes straight to the
+     * socket behind the last record; a full socket buffer only costs the alert. */
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl != NULL && SSL_is_init_finished(ssl)) {
+        (void)SSL_shutdown(ssl);
+        ERR_clear_error();
+    }
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     c->fin_sent = true;
     struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
@@ -417,7 +472,17 @@ on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
 
+    if (what & BEV_EVENT_CONNECTED) {
+        count_handshake(c); /* only TLS connections report this: the handshake is done */
+        return;
+    }
     if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        if (e != 0) {
+            char buf[256];
+            ERR_error_string_n(e, buf, sizeof(buf));
+            origin_log(c->o, "TLS error: %s", buf);
+        }
         conn_close(c);
         return;
     }
@@ -491,10 +556,21 @@ conn_create(struct origin *o, evutil_socket_t fd)
 
     struct conn *c = xcalloc(1, sizeof(*c));
     c->o = o;
-    c->bev = bufferevent_socket_new(o->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (o->tls != NULL) {
+        /* The handshake runs inside the bufferevent; BEV_EVENT_CONNECTED says it is done. The
+         * bufferevent owns the SSL and the socket. */
+        SSL *ssl = SSL_new(o->tls);
+        if (ssl != NULL)
+            c->bev = bufferevent_openssl_socket_new(o->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                    BEV_OPT_CLOSE_ON_FREE);
+        if (c->bev != NULL)
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(o->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (c->bev == NULL) {
-        /* Only fails on allocation failure inside libevent. */
-        fprintf(stderr, "origin: bufferevent_socket_new failed\n");
+        /* Only fails on allocation failure inside libevent or OpenSSL. */
+        fprintf(stderr, "origin: cannot make a bufferevent for a connection\n");
         abort();
     }
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);

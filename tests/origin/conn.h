@@ -11,11 +11,23 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <llhttp.h>
+#include <openssl/ssl.h>
 
 /* Bytes kept queued in the output while a generated body streams out; refilled when the output
  * drops to CONN_OUT_LOW_BYTES (write low watermark). Also the tunnel's echo back-pressure. */
 #define CONN_OUT_HIGH_BYTES (256u * 1024u)
 #define CONN_OUT_LOW_BYTES (64u * 1024u)
+
+/* Slots for SNI names counted in /_origin/stats (once all but the last are taken, every further
+ * handshake counts under "(other)" in the last), and the longest name kept. */
+#define ORIGIN_SNI_MAX 32
+#define ORIGIN_SNI_LEN 256
+
+/* Completed TLS handshakes that sent one server name ("-": none, "(invalid)": not a host name). */
+struct origin_sni {
+    char name[ORIGIN_SNI_LEN];
+    uint64_t handshakes;
+};
 
 /* Process-wide state of the origin. */
 struct origin {
@@ -28,6 +40,10 @@ struct origin {
     uint64_t conns_accepted;
     uint64_t conns_open;
     struct conn *conns; /* owned: every open connection, for cleanup at exit */
+    SSL_CTX *tls;       /* owned; NULL = plain HTTP, else every connection is TLS */
+    uint64_t tls_handshakes;
+    struct origin_sni sni[ORIGIN_SNI_MAX]; /* by first appearance */
+    size_t nsni;
 };
 
 enum conn_state {
@@ -113,6 +129,11 @@ void conn_delay(struct conn *c, uint64_t ms);
 /* Switches to the 101 tunnel: bytes already received after the request are echoed at once.
  * Returns -1 if the connection was closed (c is freed). */
 int conn_tunnel(struct conn *c);
+
+/* The server name the client of a TLS connection sent: the name, "-" when it sent none, or
+ * "(invalid)" when it is not made of host-name characters (so it is safe in a header and in
+ * JSON). NULL for a plain connection. Borrowed: valid until c is closed. */
+const char *conn_sni(const struct conn *c);
 
 /* Prints one line to stderr unless --quiet. */
 void origin_log(const struct origin *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -12,6 +12,8 @@
 
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "tests/origin/conn.h"
 
@@ -22,7 +24,7 @@ static void
 usage(FILE *f)
 {
     fprintf(f, "usage: origin [--listen HOST:PORT|[V6]:PORT] [--pool NAME] [--name NAME]\n"
-               "              [--health up|down] [--quiet]\n");
+               "              [--health up|down] [--tls-cert FILE --tls-key FILE] [--quiet]\n");
 }
 
 /* "host:port" or "[v6]:port" → a bound-ready address. Returns 0 or -1 (message printed). */
@@ -71,6 +73,50 @@ bad:
     return -1;
 }
 
+static int
+on_servername(SSL *ssl, int *alert, void *arg)
+{
+    return SSL_TLSEXT_ERR_OK; /* any name: acknowledged, and kept for conn_sni() */
+}
+
+/* The server context for --tls-cert/--tls-key: TLS 1.2 and 1.3, OpenSSL's default suites, a
+ * peer's close without close_notify read as an ordinary EOF. NULL with a message printed. */
+static SSL_CTX *
+tls_context(const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    const char *what = "cannot create a TLS context";
+    const char *file = "";
+    char buf[256] = "";
+
+    if (ctx == NULL)
+        goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+    what = "cannot load the certificate";
+    file = cert;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+        goto fail;
+    what = "cannot load the key";
+    file = key;
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        goto fail;
+    what = "the key does not match the certificate";
+    if (SSL_CTX_check_private_key(ctx) != 1)
+        goto fail;
+    return ctx;
+fail : {
+    unsigned long e = ERR_get_error();
+    if (e != 0)
+        ERR_error_string_n(e, buf, sizeof(buf));
+}
+    fprintf(stderr, "origin: %s%s%s%s%s\n", file, file[0] ? ": " : "", what, buf[0] ? ": " : "",
+            buf);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
 static void
 on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -113,6 +159,7 @@ main(int argc, char **argv)
 {
     struct origin o = {.pool = "default", .name = "origin", .healthy = true};
     const char *listen_spec = "127.0.0.1:0";
+    const char *tls_cert = NULL, *tls_key = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -135,6 +182,10 @@ main(int argc, char **argv)
             o.pool = v;
         } else if (strcmp(a, "--name") == 0) {
             o.name = v;
+        } else if (strcmp(a, "--tls-cert") == 0) {
+            tls_cert = v;
+        } else if (strcmp(a, "--tls-key") == 0) {
+            tls_key = v;
         } else if (strcmp(a, "--health") == 0 && strcmp(v, "up") == 0) {
             o.healthy = true;
         } else if (strcmp(a, "--health") == 0 && strcmp(v, "down") == 0) {
@@ -146,15 +197,23 @@ main(int argc, char **argv)
         i++;
     }
 
+    if ((tls_cert == NULL) != (tls_key == NULL)) {
+        fprintf(stderr, "origin: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+
     struct sockaddr_storage ss;
     socklen_t sslen;
     if (parse_listen(listen_spec, &ss, &sslen) == -1)
         return 2;
+    if (tls_cert != NULL && (o.tls = tls_context(tls_cert, tls_key)) == NULL)
+        return 1;
 
     signal(SIGPIPE, SIG_IGN);
     o.base = event_base_new();
     if (o.base == NULL) {
         fprintf(stderr, "origin: event_base_new failed\n");
+        SSL_CTX_free(o.tls);
         return 1;
     }
     struct evconnlistener *l = evconnlistener_new_bind(
@@ -163,6 +222,7 @@ main(int argc, char **argv)
     if (l == NULL) {
         fprintf(stderr, "origin: cannot listen on %s: %s\n", listen_spec, strerror(errno));
         event_base_free(o.base);
+        SSL_CTX_free(o.tls);
         return 1;
     }
     evconnlistener_set_error_cb(l, on_accept_error);
@@ -188,7 +248,7 @@ main(int argc, char **argv)
     printf("origin listening on %s%s%s:%s\n", lb, host, rb, port);
     fflush(stdout);
 
-    origin_log(&o, "listening on %s%s%s:%s", lb, host, rb, port);
+    origin_log(&o, "listening on %s%s%s:%s%s", lb, host, rb, port, o.tls ? " (TLS)" : "");
 
     event_base_dispatch(o.base);
 
@@ -198,6 +258,7 @@ main(int argc, char **argv)
     event_free(accept_pause);
     evconnlistener_free(l);
     event_base_free(o.base);
+    SSL_CTX_free(o.tls);
     libevent_global_shutdown();
     return 0;
 }

@@ -122,6 +122,15 @@ log_answer(const struct conn *c, int status)
                r->arena + r->target_off, r->http_major, r->http_minor, status);
 }
 
+/* Over TLS, the server name the client sent (conn_sni()), so a test can see what a proxy sends. */
+static void
+put_sni(const struct conn *c, struct evbuffer *out)
+{
+    const char *sni = conn_sni(c);
+    if (sni != NULL)
+        evbuffer_add_printf(out, "X-Origin-SNI: %s\r\n", sni);
+}
+
 /* Status line, origin headers, framing, Connection, the hdr= headers and the blank line. */
 static void
 put_head(struct conn *c, int status, const char *ctype, enum framing fr, uint64_t len,
@@ -132,6 +141,7 @@ put_head(struct conn *c, int status, const char *ctype, enum framing fr, uint64_
 
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nX-Origin-Pool: %s\r\nX-Origin-Server: %s\r\n",
                         status, reason(status), o->pool, o->name);
+    put_sni(c, out);
     if (ctype != NULL)
         evbuffer_add_printf(out, "Content-Type: %s\r\n", ctype);
     if (fr == FRAME_LENGTH)
@@ -378,6 +388,32 @@ respond_stream_fill(struct conn *c)
     return 1;
 }
 
+/* /_origin/stats; with TLS also the completed handshakes, in all and by SNI. */
+static void
+do_stats(struct conn *c, struct query *q)
+{
+    const struct origin *o = c->o;
+    struct evbuffer *b = evbuffer_new();
+
+    evbuffer_add_printf(b,
+                        "{\"requests\":%" PRIu64 ",\"connections_accepted\":%" PRIu64
+                        ",\"connections_open\":%" PRIu64,
+                        o->requests, o->conns_accepted, o->conns_open);
+    if (o->tls != NULL) {
+        evbuffer_add_printf(b, ",\"tls_handshakes\":%" PRIu64 ",\"sni\":{", o->tls_handshakes);
+        for (size_t i = 0; i < o->nsni; i++) {
+            if (i > 0)
+                evbuffer_add(b, ",", 1);
+            json_str(b, o->sni[i].name, strlen(o->sni[i].name));
+            evbuffer_add_printf(b, ":%" PRIu64, o->sni[i].handshakes);
+        }
+        evbuffer_add(b, "}", 1);
+    }
+    evbuffer_add(b, "}", 1);
+    put_buffer(c, 200, "application/json", b, q);
+    evbuffer_free(b);
+}
+
 /* 101 and the byte tunnel. Returns -1 if c was closed. */
 static int
 do_upgrade(struct conn *c, struct query *q)
@@ -399,6 +435,7 @@ do_upgrade(struct conn *c, struct query *q)
     evbuffer_add_printf(out,
                         "\r\nConnection: Upgrade\r\nX-Origin-Pool: %s\r\nX-Origin-Server: %s\r\n",
                         c->o->pool, c->o->name);
+    put_sni(c, out);
     if (q->extra != NULL)
         evbuffer_add_buffer(out, q->extra);
     evbuffer_add(out, "\r\n", 2);
@@ -466,12 +503,7 @@ route(struct conn *c, const char *path, size_t pn, struct query *q)
         o->healthy = false;
         put_simple(c, 200, "text/plain", "health down\n", 12, q);
     } else if (path_is(path, pn, "/_origin/stats")) {
-        char body[160];
-        int n = snprintf(body, sizeof(body),
-                         "{\"requests\":%" PRIu64 ",\"connections_accepted\":%" PRIu64
-                         ",\"connections_open\":%" PRIu64 "}",
-                         o->requests, o->conns_accepted, o->conns_open);
-        put_simple(c, 200, "application/json", body, (size_t)n, q);
+        do_stats(c, q);
     } else if (path_is(path, pn, "/ws") && c->paused_upgrade && c->req.method != HTTP_CONNECT) {
         return do_upgrade(c, q);
     } else {
