@@ -182,6 +182,25 @@ class UpstreamTLSTest(UpstreamCase):
         self.assertLessEqual(accepted, 1, '30 requests opened %d TLS connections upstream'
                              % accepted)
 
+    def test_new_upstream_connections_resume_the_session(self):
+        # The origin closes after every response (Connection: close): each request needs a new
+        # upstream connection, which resumes the worker's last session with that server.
+        c = upcerts()
+        for ver in ('1.2', '1.3'):
+            with self.subTest(origin_max=ver):
+                self.start(c.good, {'ca': c.good_ca, 'sni': 'up.example.test'})
+                self.b1.stop()
+                self.b1.extra = tls_origin_args(c.good) + ['--tls-max', ver]
+                self.b1.start()
+                for i in range(6):
+                    r = self.get('/?i=%d&hdr=Connection:close' % i)
+                    self.assertStatus(r, 200)
+                st = self.get('/_origin/stats?hdr=Connection:close').json()
+                # 7 connections: the first is a full handshake, the others resume.
+                self.assertGreaterEqual(st['tls_handshakes'], 7, st)
+                self.assertGreaterEqual(st['tls_resumed'], st['tls_handshakes'] - 1,
+                                        'TLS %s upstream sessions not resumed: %r' % (ver, st))
+
     def test_bodies_both_ways_and_close_delimited(self):
         c = upcerts()
         self.start(c.good, {'ca': c.good_ca, 'sni': 'up.example.test'})

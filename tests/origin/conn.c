@@ -70,6 +70,8 @@ count_handshake(struct conn *c)
     size_t i;
 
     o->tls_handshakes++;
+    if (SSL_session_reused(bufferevent_openssl_get_ssl(c->bev)))
+        o->tls_resumed++;
     for (i = 0; i < o->nsni; i++)
         if (strcmp(o->sni[i].name, name) == 0)
             break;

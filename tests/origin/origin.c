@@ -23,8 +23,10 @@
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: origin [--listen HOST:PORT|[V6]:PORT] [--pool NAME] [--name NAME]\n"
-               "              [--health up|down] [--tls-cert FILE --tls-key FILE] [--quiet]\n");
+    fprintf(
+        f, "usage: origin [--listen HOST:PORT|[V6]:PORT] [--pool NAME] [--name NAME]\n"
+           "              [--health up|down] [--tls-cert FILE --tls-key FILE [--tls-max 1.2|1.3]]\n"
+           "              [--quiet]\n");
 }
 
 /* "host:port" or "[v6]:port" → a bound-ready address. Returns 0 or -1 (message printed). */
@@ -82,7 +84,7 @@ on_servername(SSL *ssl, int *alert, void *arg)
 /* The server context for --tls-cert/--tls-key: TLS 1.2 and 1.3, OpenSSL's default suites, a
  * peer's close without close_notify read as an ordinary EOF. NULL with a message printed. */
 static SSL_CTX *
-tls_context(const char *cert, const char *key)
+tls_context(const char *cert, const char *key, int max_version)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     const char *what = "cannot create a TLS context";
@@ -92,6 +94,7 @@ tls_context(const char *cert, const char *key)
     if (ctx == NULL)
         goto fail;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, max_version);
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     what = "cannot load the certificate";
@@ -160,6 +163,7 @@ main(int argc, char **argv)
     struct origin o = {.pool = "default", .name = "origin", .healthy = true};
     const char *listen_spec = "127.0.0.1:0";
     const char *tls_cert = NULL, *tls_key = NULL;
+    int tls_max = TLS1_3_VERSION;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -186,6 +190,10 @@ main(int argc, char **argv)
             tls_cert = v;
         } else if (strcmp(a, "--tls-key") == 0) {
             tls_key = v;
+        } else if (strcmp(a, "--tls-max") == 0 && strcmp(v, "1.2") == 0) {
+            tls_max = TLS1_2_VERSION;
+        } else if (strcmp(a, "--tls-max") == 0 && strcmp(v, "1.3") == 0) {
+            tls_max = TLS1_3_VERSION;
         } else if (strcmp(a, "--health") == 0 && strcmp(v, "up") == 0) {
             o.healthy = true;
         } else if (strcmp(a, "--health") == 0 && strcmp(v, "down") == 0) {
@@ -206,7 +214,7 @@ main(int argc, char **argv)
     socklen_t sslen;
     if (parse_listen(listen_spec, &ss, &sslen) == -1)
         return 2;
-    if (tls_cert != NULL && (o.tls = tls_context(tls_cert, tls_key)) == NULL)
+    if (tls_cert != NULL && (o.tls = tls_context(tls_cert, tls_key, tls_max)) == NULL)
         return 1;
 
     signal(SIGPIPE, SIG_IGN);

@@ -400,7 +400,9 @@ do_stats(struct conn *c, struct query *q)
                         ",\"connections_open\":%" PRIu64,
                         o->requests, o->conns_accepted, o->conns_open);
     if (o->tls != NULL) {
-        evbuffer_add_printf(b, ",\"tls_handshakes\":%" PRIu64 ",\"sni\":{", o->tls_handshakes);
+        evbuffer_add_printf(b,
+                            ",\"tls_handshakes\":%" PRIu64 ",\"tls_resumed\":%" PRIu64 ",\"sni\":{",
+                            o->tls_handshakes, o->tls_resumed);
         for (size_t i = 0; i < o->nsni; i++) {
             if (i > 0)
                 evbuffer_add(b, ",", 1);
