@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* A growable byte buffer. */
 struct http_buf {
@@ -14,7 +15,22 @@ struct http_buf {
     size_t cap;
 };
 
-void http_buf_add(struct http_buf *b, const void *data, size_t len);
+/* Makes room for len more bytes (doubling). */
+void http_buf_grow(struct http_buf *b, size_t len);
+
+/* Inline: a request head is written with some 60 of these (a call each was 5% of a small
+ * request's instructions). */
+static inline void
+http_buf_add(struct http_buf *b, const void *data, size_t len)
+{
+    if (len == 0)
+        return;
+    if (b->len + len > b->cap)
+        http_buf_grow(b, len);
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+}
+
 void http_buf_adds(struct http_buf *b, const char *s);
 void http_buf_finish(struct http_buf *b);
 

@@ -29,7 +29,8 @@ struct upconn {
 };
 
 /* Takes the most recently parked idle connection to srv, or NULL. The connection comes back with
- * no callbacks set; the caller sets its own. */
+ * no callbacks set and the idle timeout still armed; the caller sets its own callbacks and
+ * timeouts before returning to the event loop. */
 struct upconn *upstream_take_idle(struct worker *w, struct server *srv);
 
 /* Starts a non-blocking connect to srv, a server of pool; over TLS when the pool has a client

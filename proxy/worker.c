@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -216,6 +217,9 @@ static void
 on_inbox(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
+    uint64_t n;
+    if (read(w->inbox_fd, &n, sizeof(n)) == -1 && errno != EAGAIN)
+        log_warn("worker %d: inbox read: %s", w->id, strerror(errno));
     pthread_mutex_lock(&w->inbox_lock);
     struct snapshot *snap = w->inbox_snap;
     w->inbox_snap = NULL;
@@ -257,6 +261,7 @@ worker_create(int id, int nworkers, const struct routing *routing, struct stats_
               size_t nsocks)
 {
     struct worker *w = xcalloc(1, sizeof(*w));
+    w->inbox_fd = -1;
     w->id = id;
     w->board = board;
     w->alog = alog;
@@ -267,12 +272,21 @@ worker_create(int id, int nworkers, const struct routing *routing, struct stats_
     pthread_mutex_init(&w->inbox_lock, NULL);
     if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng) || w->rng == 0)
         w->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)id;
-    w->base = event_base_new();
-    if (w->base == NULL)
+    /* Only this worker's thread ever touches its base: no locks (they cost ~5% of the
+     * instructions per request). The main thread reaches it through the inbox eventfd. */
+    struct event_config *ecfg = event_config_new();
+    if (ecfg == NULL)
+        goto fail;
+    event_config_set_flag(ecfg, EVENT_BASE_FLAG_NOLOCK);
+    w->base = event_base_new_with_config(ecfg);
+    event_config_free(ecfg);
+    w->inbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->base == NULL || w->inbox_fd == -1)
         goto fail;
     w->qstage = evbuffer_new();
     w->rstage = evbuffer_new();
-    w->inbox_ev = event_new(w->base, -1, 0, on_inbox, w);
+    w->inbox_ev = event_new(w->base, w->inbox_fd, EV_READ | EV_PERSIST, on_inbox, w);
+    event_add(w->inbox_ev, NULL);
     w->resume_ev = evtimer_new(w->base, on_resume, w);
     if (alog) {
         w->flush_ev = event_new(w->base, -1, EV_PERSIST, on_flush, w);
@@ -324,6 +338,16 @@ worker_start(struct worker *w)
     return 0;
 }
 
+/* Wakes the worker's inbox event. Any thread: an eventfd write, no libevent call (the worker's
+ * base has no locks). */
+static void
+inbox_wake(struct worker *w)
+{
+    uint64_t one = 1;
+    if (write(w->inbox_fd, &one, sizeof(one)) == -1 && errno != EAGAIN)
+        log_error("worker %d: inbox write: %s", w->id, strerror(errno));
+}
+
 void
 worker_post_snapshot(struct worker *w, struct snapshot *snap)
 {
@@ -332,7 +356,7 @@ worker_post_snapshot(struct worker *w, struct snapshot *snap)
     w->inbox_snap = snap;
     pthread_mutex_unlock(&w->inbox_lock);
     snapshot_release(&older);
-    event_active(w->inbox_ev, 0, 0);
+    inbox_wake(w);
 }
 
 void
@@ -341,7 +365,7 @@ worker_post_sync(struct worker *w, struct worker_sync *s)
     pthread_mutex_lock(&w->inbox_lock);
     w->inbox_sync = s;
     pthread_mutex_unlock(&w->inbox_lock);
-    event_active(w->inbox_ev, 0, 0);
+    inbox_wake(w);
 }
 
 int
@@ -371,7 +395,7 @@ worker_post_close_tunnels(struct worker *w, enum pool_id pool)
     pthread_mutex_lock(&w->inbox_lock);
     w->inbox_close_tunnels |= 1u << pool;
     pthread_mutex_unlock(&w->inbox_lock);
-    event_active(w->inbox_ev, 0, 0);
+    inbox_wake(w);
 }
 
 void
@@ -380,7 +404,7 @@ worker_post_drain(struct worker *w)
     pthread_mutex_lock(&w->inbox_lock);
     w->inbox_drain = true;
     pthread_mutex_unlock(&w->inbox_lock);
-    event_active(w->inbox_ev, 0, 0);
+    inbox_wake(w);
 }
 
 void
@@ -389,7 +413,7 @@ worker_post_stop(struct worker *w)
     pthread_mutex_lock(&w->inbox_lock);
     w->inbox_stop = true;
     pthread_mutex_unlock(&w->inbox_lock);
-    event_active(w->inbox_ev, 0, 0);
+    inbox_wake(w);
 }
 
 void
@@ -425,6 +449,8 @@ worker_destroy(struct worker **wp)
         evbuffer_free(w->rstage);
     if (w->base)
         event_base_free(w->base);
+    if (w->inbox_fd != -1)
+        close(w->inbox_fd);
     pthread_mutex_destroy(&w->inbox_lock);
     free(w);
 }

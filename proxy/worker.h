@@ -76,7 +76,8 @@ struct worker {
     struct http_buf scratch; /* owned: response heads are built here */
     struct evbuffer *qstage; /* owned: request bytes produced in one parse pass */
     struct evbuffer *rstage; /* owned: response bytes produced in one parse pass */
-    struct event *inbox_ev;  /* owned: activated by the main thread */
+    struct event *inbox_ev;  /* owned: reads inbox_fd */
+    int inbox_fd;            /* owned: eventfd the main thread writes to wake the worker */
     struct event *resume_ev; /* owned: re-enables accept after an accept error */
     struct event *drain_ev;  /* owned: closes idle clients while draining */
     /* The inbox: written by the main thread, read by this worker, under inbox_lock (taken by
