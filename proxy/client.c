@@ -94,6 +94,8 @@ client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen
             SSL_free(ssl);
     } else {
         bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (bev)
+            sock_hook_reads(bev);
     }
     if (bev == NULL) {
         close(fd);
@@ -614,8 +616,6 @@ on_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
-    if (c->state == CS_BODY && !c->tls)
-        sock_read_more(bev, RELAY_READ_MORE_BYTES);
     client_feed(c);
 }
 

@@ -23,8 +23,6 @@
 /* Output queued towards one side before reading from the other stops (back-pressure). */
 #define RELAY_HIGH_BYTES (256 * 1024)
 #define RELAY_LOW_BYTES (64 * 1024)
-/* How much a read may add past libevent's 4 KiB (sock_read_more). */
-#define RELAY_READ_MORE_BYTES (60 * 1024)
 
 enum client_state {
     CS_IDLE = 0, /* waiting for the first byte of a request */

@@ -306,10 +306,7 @@ connect_failed(struct client *c, bool timeout)
 static void
 on_up_read(struct bufferevent *bev, void *arg)
 {
-    struct client *c = arg;
-    if (!c->up->tls)
-        sock_read_more(bev, RELAY_READ_MORE_BYTES);
-    relay_feed(c);
+    relay_feed(arg);
 }
 
 static void

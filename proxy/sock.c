@@ -11,6 +11,8 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event.h>
 
 #define LISTEN_BACKLOG 4096
 
@@ -92,49 +94,81 @@ sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, bool direct)
         evbuffer_add_buffer(out, staged);
 }
 
-#define LIBEVENT_MAX_READ 4096
-
-static size_t read_into(struct evbuffer *in, int fd, size_t max);
-
-size_t
-sock_read_more(struct bufferevent *bev, size_t max)
+/* Reads of plain sockets, in place of bufferevent_socket's own (see sock_hook_reads()). It does
+ * what libevent 2.1's bufferevent_readcb does, without its FIONREAD ioctl before every read and
+ * its 4 KiB cap per read: a timeout reports BEV_EVENT_READING|BEV_EVENT_TIMEOUT; data goes into
+ * the input (whose end bufferevent_socket keeps frozen outside reads), at most up to the read
+ * high watermark and max_single_read, then the read callback runs when the input reaches the
+ * low watermark; EOF and errors disable reading and report BEV_EVENT_READING|EOF or ERROR; a
+ * refused connect is left to the connect logic (the write side reports it), as libevent does. */
+static void
+on_readable(evutil_socket_t fd, short what, void *arg)
 {
-    struct evbuffer *in = bufferevent_get_input(bev);
-    if (evbuffer_get_length(in) < LIBEVENT_MAX_READ)
-        return 0;
-    /* bufferevent_socket freezes the end of its input outside its own reads; do as it does. */
+    struct bufferevent *bev = arg;
+    if (what == EV_TIMEOUT) {
+        bufferevent_disable(bev, EV_READ);
+        if (bev->errorcb)
+            bev->errorcb(bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, bev->cbarg);
+        return;
+    }
+    struct evbuffer *in = bev->input;
+    size_t len = evbuffer_get_length(in);
+    size_t max = (size_t)bufferevent_get_max_single_read(bev);
+    if (bev->wm_read.high != 0) {
+        if (len >= bev->wm_read.high)
+            return; /* the watermark callback suspends reading */
+        if (bev->wm_read.high - len < max)
+            max = bev->wm_read.high - len;
+    }
+    struct evbuffer_iovec v[2];
     evbuffer_unfreeze(in, 0);
-    size_t got = read_into(in, bufferevent_getfd(bev), max);
+    int n = evbuffer_reserve_space(in, (ev_ssize_t)max, v, 2);
+    ssize_t r = -1;
+    int err = ENOMEM;
+    if (n > 0) {
+        /* evbuffer_reserve_space() may give more room than asked: read no more than max. */
+        struct iovec iov[2];
+        size_t room = max;
+        for (int i = 0; i < n; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len < room ? v[i].iov_len : room;
+            room -= iov[i].iov_len;
+        }
+        r = readv(fd, iov, n);
+        err = errno;
+        int used = 0;
+        for (size_t left = r > 0 ? (size_t)r : 0; used < n && left > 0; used++) {
+            if (v[used].iov_len > left)
+                v[used].iov_len = left;
+            left -= v[used].iov_len;
+        }
+        evbuffer_commit_space(in, v, used);
+    }
     evbuffer_freeze(in, 0);
-    return got;
+    if (r > 0) {
+        if (bev->readcb && evbuffer_get_length(in) >= bev->wm_read.low)
+            bev->readcb(bev, bev->cbarg); /* last: it may free bev */
+        return;
+    }
+    if (r == -1 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNREFUSED))
+        return;
+    bufferevent_disable(bev, EV_READ);
+    if (bev->errorcb)
+        bev->errorcb(bev, BEV_EVENT_READING | (r == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
+                     bev->cbarg);
 }
 
-static size_t
-read_into(struct evbuffer *in, int fd, size_t max)
+void
+sock_hook_reads(struct bufferevent *bev)
 {
-    struct evbuffer_iovec v[2];
-    int n = evbuffer_reserve_space(in, (ev_ssize_t)max, v, 2);
-    if (n <= 0)
-        return 0;
-    struct iovec iov[2];
-    for (int i = 0; i < n; i++) {
-        iov[i].iov_base = v[i].iov_base;
-        iov[i].iov_len = v[i].iov_len;
-    }
-    ssize_t r = readv(fd, iov, n);
-    if (r <= 0) {
-        evbuffer_commit_space(in, NULL, 0);
-        return 0;
-    }
-    size_t left = (size_t)r;
-    int used = 0;
-    for (int i = 0; i < n && left > 0; i++, used++) {
-        if (v[i].iov_len > left)
-            v[i].iov_len = left;
-        left -= v[i].iov_len;
-    }
-    evbuffer_commit_space(in, v, used);
-    return (size_t)r;
+    bool reading = (bufferevent_get_enabled(bev) & EV_READ) != 0;
+    if (reading)
+        bufferevent_disable(bev, EV_READ);
+    event_del(&bev->ev_read);
+    event_assign(&bev->ev_read, bev->ev_base, bufferevent_getfd(bev),
+                 EV_READ | EV_PERSIST | EV_FINALIZE, on_readable, bev);
+    if (reading)
+        bufferevent_enable(bev, EV_READ);
 }
 
 void

@@ -63,8 +63,6 @@ on_client_read(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     c->started_ms = clock_ms();
-    if (!c->tls)
-        sock_read_more(bev, RELAY_READ_MORE_BYTES);
     pump(bev, c->up->bev);
 }
 
@@ -73,8 +71,6 @@ on_up_read(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     c->started_ms = clock_ms();
-    if (!c->up->tls)
-        sock_read_more(bev, RELAY_READ_MORE_BYTES);
     pump(bev, c->bev);
 }
 

@@ -18,6 +18,7 @@
 #include "conf/xalloc.h"
 #include "proxy/clock.h"
 #include "proxy/log.h"
+#include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/tls.h"
 #include "proxy/worker.h"
@@ -71,8 +72,10 @@ upstream_connect(struct worker *w, struct server *srv, const struct pool *pool,
         bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
                                                    BEV_OPT_CLOSE_ON_FREE)
                   : NULL;
-        if (bev) /* (on failure libevent freed the SSL; the socket is still ours) */
+        if (bev)
             bufferevent_openssl_set_allow_dirty_shutdown(bev, 1); /* EOF is EOF */
+        else if (ssl)
+            SSL_free(ssl); /* libevent frees it only once the bufferevent exists */
     } else {
         bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
@@ -98,6 +101,8 @@ upstream_connect(struct worker *w, struct server *srv, const struct pool *pool,
         upstream_close(&u);
         return NULL;
     }
+    if (!u->tls)
+        sock_hook_reads(bev); /* after the connect, which made the read event anew */
     return u;
 }
 
