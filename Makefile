@@ -6,6 +6,8 @@
 #   make test            build + the whole meson suite
 #   make demo            build + tests/demo.sh (blue/green origins behind the proxy)
 #   make bench           build + tests/bench/bench.sh (against nginx and HAProxy)
+#   make bench-instructions  build + instructions per proxied request (callgrind; no timing)
+#   make check-tls       build + tests/tls/check_tls.sh (sslscan + testssl against a TLS listener)
 #   make check-sanitize  the whole suite under ASan + UBSan (build-asan)
 #   make check-tsan      unit + 'tsan' suites under ThreadSanitizer (build-tsan)
 #   make clean           remove the build directories
@@ -15,7 +17,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
-.PHONY: deps build test demo bench check-sanitize check-tsan clean
+.PHONY: deps build test demo bench bench-instructions check-tls check-sanitize check-tsan clean
 
 # Plain '=' so that only the command line (not a stray environment variable) moves them.
 BUILD      = build
@@ -27,7 +29,7 @@ NINJA      = ninja
 
 PACKAGES := build-essential meson ninja-build pkg-config libevent-dev libssl-dev libyaml-dev \
 	libjansson-dev libcurl4-openssl-dev node-llhttp python3 python3-prometheus-client curl wrk \
-	nginx haproxy clang libclang-rt-14-dev procps
+	nginx haproxy clang libclang-rt-14-dev procps openssl testssl.sh sslscan valgrind
 
 # Root runs apt-get itself; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -78,6 +80,12 @@ demo: build
 
 bench: build
 	BUILD_DIR=$(BUILD) bash tests/bench/bench.sh
+
+bench-instructions: build
+	BUILD_DIR=$(BUILD) bash tests/bench/instructions.sh
+
+check-tls: build
+	bash tests/tls/check_tls.sh $(BUILD)/switchyard
 
 check-sanitize: deps
 	@[ -f $(ASAN_BUILD)/meson-private/coredata.dat ] || \

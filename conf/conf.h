@@ -140,6 +140,7 @@ struct conf_step {
 
 /* A plan has at most this many steps (config lists and shorthands alike), which also bounds what
  * a control-API client can make us allocate. */
+#define CONF_COOKIE_NAME_MAX 64 /* routing.sticky.name with by: cookie */
 #define CONF_PLAN_MAX_STEPS 100
 
 struct conf_plan {

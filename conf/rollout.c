@@ -41,7 +41,10 @@ read_sticky(struct walk *w, const struct node *n, struct conf_sticky *s)
     }
     if (walk_str(w, &f, "name", 0, &s->cookie_name) == 0 && walk_get(&f, "name") != NULL) {
         size_t mark = walk_push(w, "name");
-        conf_check_token(w, walk_get(&f, "name"), s->cookie_name);
+        if (conf_check_token(w, walk_get(&f, "name"), s->cookie_name) == 0 &&
+            strlen(s->cookie_name) > CONF_COOKIE_NAME_MAX)
+            walk_error(w, walk_get(&f, "name"), "the cookie name is longer than %d characters",
+                       CONF_COOKIE_NAME_MAX);
         walk_pop(w, mark);
     }
     walk_duration(w, &f, "max_age", 1, &s->max_age_ms);

@@ -522,8 +522,10 @@ route_request(struct client *c, const struct conf *conf)
         switch (st->by) {
         case STICKY_COOKIE:
             bucket = route_bucket_random(&c->w->rng);
-            snprintf(c->cookie, sizeof(c->cookie), "%s=%u; Path=/; Max-Age=%llu; HttpOnly",
-                     st->cookie_name, bucket, (unsigned long long)(st->max_age_ms / 1000));
+            /* Secure over TLS: a browser then never sends it over plain HTTP. */
+            snprintf(c->cookie, sizeof(c->cookie), "%s=%u; Path=/; Max-Age=%llu; HttpOnly%s",
+                     st->cookie_name, bucket, (unsigned long long)(st->max_age_ms / 1000),
+                     c->tls ? "; Secure" : "");
             break;
         case STICKY_HEADER: {
             const struct http_field *f =

@@ -53,8 +53,9 @@ struct client {
     struct upconn *up;   /* owned while the exchange runs */
     struct http_buf req; /* the request head as sent upstream (kept to retry) */
     char request_id[129];
-    char cookie[96]; /* Set-Cookie value to add, or "" */
-    int reject;      /* status to answer after the parser returns */
+    /* Set-Cookie value to add, or "": name (CONF_COOKIE_NAME_MAX), bucket, Max-Age, flags. */
+    char cookie[CONF_COOKIE_NAME_MAX + 96];
+    int reject; /* status to answer after the parser returns */
     int resp_status;
     unsigned connect_tries;
     uint64_t body_bytes;

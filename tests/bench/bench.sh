@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # switchyard against its anchors on loopback, the method of shared/bench/anchors.sh: one nginx
 # backend; nginx (1 worker), HAProxy (nbthread 1) and switchyard (workers: 1) in front of it; all
-# servers pinned to one core, wrk (one thread) pinned to the other; same backend, same client,
-# one run. Scenarios: (a) small keep-alive responses — requests/s and p99; (b) 1 MiB responses —
-# requests/s and MB/s. Prints a Markdown table, the switchyard/HAProxy ratio for (a), and
-# switchyard's RSS after the runs.
+# servers pinned to one core, the client pinned to the other; same backend, same client, one run.
+# Scenarios: (a) small keep-alive responses — requests/s and p99; (b) 1 MiB responses —
+# requests/s and MB/s; (c) the same as (a) over HTTPS; (d) new TLS 1.3 connections, each a full
+# handshake and one request — connections/s and the proxy's CPU time per connection. The three
+# proxies terminate TLS with the same ECDSA P-256 certificate (made here) and the same settings
+# (TLS 1.2 + 1.3, Mozilla intermediate suites, client's suite order, groups X25519:P-256:P-384).
+# Prints Markdown tables, the switchyard/HAProxy ratios, and switchyard's RSS after the runs.
 #
 # env: BENCH_SECONDS (10)  BENCH_CONNS (50)  BUILD_DIR (build)
+#      BENCH_TLS_CLIENTS (4) parallel `openssl s_time -new` clients in (d)
 #      BENCH_ONLY_ANCHORS=1  run without switchyard (its rows say SKIP)
 #      BENCH_OUT=FILE        also write the Markdown report to FILE
 #      BENCH_KEEP=1          keep the temp dir (configs, wrk outputs, server logs)
@@ -19,18 +23,27 @@ case $BUILD_DIR in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
 SY=$BUILD_DIR/switchyard
 D=${BENCH_SECONDS:-10}
 C=${BENCH_CONNS:-50}
+TLS_CLIENTS=${BENCH_TLS_CLIENTS:-4}
 ONLY_ANCHORS=${BENCH_ONLY_ANCHORS:-0}
 CCPU=${BENCH_CLIENT_CPU:-0}
 SCPU=${BENCH_SERVER_CPU:-1}
 # Ports apart from the demo's (8080/8081, 9101-9201) so both can run at once.
 P_BACKEND=19001 P_NGINX=18081 P_HAPROXY=18082 P_SY=18083
+P_NGINX_TLS=18441 P_HAPROXY_TLS=18442 P_SY_TLS=18443
+# The TLS settings all three proxies get: Mozilla "intermediate" TLS 1.2 suites without DHE (what
+# switchyard serves, proxy/tls.c), TLS 1.3's three suites, its groups; the client's order wins.
+TLS12_CIPHERS=ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384
+TLS12_CIPHERS+=:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305
+TLS13_SUITES=TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+TLS_GROUPS=X25519:prime256v1:secp384r1
 
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 [[ $D =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$D')"
 [[ $C =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNS must be a positive integer (got '$C')"
-for t in nginx haproxy wrk taskset curl awk; do
-    command -v $t >/dev/null || die "$t not found: run make deps (installs nginx, haproxy, wrk)"
+[[ $TLS_CLIENTS =~ ^[1-9][0-9]*$ ]] || die "BENCH_TLS_CLIENTS must be a positive integer (got '$TLS_CLIENTS')"
+for t in nginx haproxy wrk taskset curl awk openssl pgrep getconf; do
+    command -v $t >/dev/null || die "$t not found: run make deps (installs nginx, haproxy, wrk, openssl)"
 done
 if [ "$ONLY_ANCHORS" != 1 ] && [ ! -x "$SY" ]; then
     die "$SY not found: build it first (make build), or set BENCH_ONLY_ANCHORS=1 to measure only nginx and HAProxy"
@@ -40,18 +53,19 @@ if [ "$(nproc)" -lt 2 ]; then
     CCPU=0 SCPU=0
 fi
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_SY; do
+for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_SY $P_NGINX_TLS $P_HAPROXY_TLS $P_SY_TLS; do
     port_busy "$p" && die "127.0.0.1:$p is in use (another bench running?)"
 done
 
 W=$(mktemp -d /tmp/switchyard-bench.XXXXXX) || die "mktemp failed"
 chmod 755 "$W"   # nginx workers (user nobody when run as root) read the 1 MiB file from here
 pids=()
+clients=()   # the s_time clients of a (d) run
 sy_pid=
 # shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
     local p
-    for p in ${pids[@]+"${pids[@]}"}; do kill -TERM "$p" 2>/dev/null; done
+    for p in ${clients[@]+"${clients[@]}"} ${pids[@]+"${pids[@]}"}; do kill -TERM "$p" 2>/dev/null; done
     sleep 0.3
     for p in ${pids[@]+"${pids[@]}"}; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $W" >&2; else rm -rf "$W"; fi
@@ -59,9 +73,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$W/www" "$W/tmp"
+mkdir -p "$W/www" "$W/tmp" "$W/tls"
 head -c 1048576 /dev/zero | tr '\0' 'x' >"$W/www/1m.bin"
 chmod -R a+rX "$W/www"
+# One ECDSA P-256 certificate for the three proxies; HAProxy wants certificate and key in one file.
+openssl req -x509 -nodes -days 30 -subj /CN=bench.switchyard.test \
+    -addext subjectAltName=DNS:bench.switchyard.test -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+    -keyout "$W/tls/key.pem" -out "$W/tls/cert.pem" >"$W/tls/openssl.log" 2>&1 ||
+    die "openssl could not make the certificate: $(tail -n 3 "$W/tls/openssl.log")"
+cat "$W/tls/cert.pem" "$W/tls/key.pem" >"$W/tls/haproxy.pem"
+chmod -R a+rX "$W/tls"
 
 # nginx keeps its temp files and logs in $W, never in the system's directories.
 ngx_common() {
@@ -82,9 +103,14 @@ NG
 } >"$W/backend.conf"
 # proxy_max_temp_file_size 0: nginx streams large responses instead of spooling them to disk,
 # as the other two do.
+# Session cache and tickets on in all three proxies (switchyard's defaults; HAProxy's too).
 { ngx_common nginx; cat <<NG
   upstream app { server 127.0.0.1:$P_BACKEND; keepalive 64; }
-  server { listen 127.0.0.1:$P_NGINX backlog=4096;
+  ssl_certificate $W/tls/cert.pem; ssl_certificate_key $W/tls/key.pem;
+  ssl_protocols TLSv1.2 TLSv1.3; ssl_ciphers $TLS12_CIPHERS; ssl_conf_command Ciphersuites $TLS13_SUITES;
+  ssl_ecdh_curve $TLS_GROUPS; ssl_prefer_server_ciphers off;
+  ssl_session_cache shared:SSL:10m; ssl_session_timeout 2h; ssl_session_tickets on;
+  server { listen 127.0.0.1:$P_NGINX backlog=4096; listen 127.0.0.1:$P_NGINX_TLS ssl backlog=4096;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_max_temp_file_size 0; } } }
 NG
@@ -93,6 +119,9 @@ cat >"$W/haproxy.cfg" <<HA
 global
   nbthread 1
   maxconn 4000
+  ssl-default-bind-ciphers $TLS12_CIPHERS
+  ssl-default-bind-ciphersuites $TLS13_SUITES
+  ssl-default-bind-options ssl-min-ver TLSv1.2 prefer-client-ciphers
 defaults
   mode http
   timeout connect 5s
@@ -101,13 +130,16 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$P_HAPROXY
+  bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $W/tls/haproxy.pem alpn http/1.1 curves $TLS_GROUPS
   default_backend app
 backend app
   server s1 127.0.0.1:$P_BACKEND
 HA
 cat >"$W/switchyard.yaml" <<SY
 # generated by tests/bench/bench.sh; both pools are required, both point at the one backend
-listen: [{address: 127.0.0.1:$P_SY}]
+listen:
+  - {address: 127.0.0.1:$P_SY}
+  - {address: 127.0.0.1:$P_SY_TLS, tls: {certs: [{cert: $W/tls/cert.pem, key: $W/tls/key.pem}]}}
 workers: 1
 pools:
   blue: {servers: [{name: b1, address: 127.0.0.1:$P_BACKEND}]}
@@ -122,17 +154,17 @@ start() {
     taskset -c "$SCPU" "$@" >"$W/$name.log" 2>&1 &
     pids+=($!)
 }
-# ready NAME PORT PID: waits (10 s at most) until the server answers 200 on /.
+# ready NAME PORT PID [https]: waits (10 s at most) until the server answers 200 on /.
 ready() {
-    local i
+    local i scheme=${4:-http}
     for ((i = 0; i < 100; i++)); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$2/")" = 200 ] &&
+        [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$scheme://127.0.0.1:$2/")" = 200 ] &&
             return 0
         kill -0 "$3" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$3" 2>/dev/null; then
-        echo "bench: $1 did not answer 200 on 127.0.0.1:$2 within 10 s; its log:" >&2
+        echo "bench: $1 did not answer 200 on $scheme://127.0.0.1:$2 within 10 s; its log:" >&2
     else
         echo "bench: $1 exited during start-up; its log:" >&2
     fi
@@ -153,6 +185,9 @@ fi
 ready nginx $P_NGINX "$ngx_pid"
 ready haproxy $P_HAPROXY "$hap_pid"
 [ -z "$sy_pid" ] || ready switchyard $P_SY "$sy_pid"
+ready nginx $P_NGINX_TLS "$ngx_pid" https
+ready haproxy $P_HAPROXY_TLS "$hap_pid" https
+[ -z "$sy_pid" ] || ready switchyard $P_SY_TLS "$sy_pid" https
 [ "$(curl -s "http://127.0.0.1:$P_BACKEND/1m" | wc -c)" = 1048576 ] || die "backend does not serve /1m"
 
 # to_ms "1.23ms" → 1.23; to_mb "2.5GB" → 2560 (wrk's units are binary).
@@ -167,12 +202,12 @@ to_mb() {
         if (v == "" || m < 0) print "?"; else printf "%.0f", n * m }'
 }
 
-declare -A RPS P99 MBS ERR
-# run SCENARIO NAME PORT PATH: one wrk run; fills RPS/P99/MBS/ERR[SCENARIO.NAME].
+declare -A RPS P99 MBS ERR CPS CPU USPC TLSP
+# run SCENARIO NAME PORT PATH [https]: one wrk run; fills RPS/P99/MBS/ERR[SCENARIO.NAME].
 run() {
     local k=$1.$2 out=$W/wrk-$1-$2.out
     echo "bench: ($1) $2 ..." >&2
-    taskset -c "$CCPU" wrk -t1 -c"$C" -d"${D}s" --latency "http://127.0.0.1:$3$4" >"$out" 2>&1
+    taskset -c "$CCPU" wrk -t1 -c"$C" -d"${D}s" --latency "${5:-http}://127.0.0.1:$3$4" >"$out" 2>&1
     RPS[$k]=$(awk '/^Requests\/sec/ { printf "%.0f", $2 }' "$out")
     P99[$k]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
     MBS[$k]=$(to_mb "$(awk '/^Transfer\/sec/ { print $2 }' "$out")")
@@ -180,6 +215,70 @@ run() {
         /Socket errors/ { sub(/^ *Socket errors: */, ""); printf "socket errors %s; ", $0 }' "$out")
     ERR[$k]=${ERR[$k]%; }
     [ -n "${RPS[$k]}" ] || { RPS[$k]="?"; ERR[$k]="wrk failed: $(tail -n 1 "$out")"; }
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_ticks PID: user + system CPU ticks of PID and its children (nginx's worker is a child of
+# the master we started; HAProxy and switchyard are one process each).
+cpu_ticks() {
+    local t=0 p v
+    for p in "$1" $(pgrep -P "$1"); do
+        # the fields after "pid (comm) ": utime and stime are the 12th and 13th
+        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+# tls_params PORT: what a default TLS 1.3 client negotiates, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384
+# X25519 ECDSA" (the same client library and defaults as wrk and s_time).
+tls_params() {
+    openssl s_client -connect "127.0.0.1:$1" -tls1_3 -brief </dev/null 2>&1 | awk -F': ' '
+        /^Protocol version/ { p = $2 } /^Ciphersuite/ { c = $2 } /^Signature type/ { s = $2 }
+        /^Server Temp Key/ { split($2, a, ","); k = a[1] }
+        END { if (p == "") print "no TLS handshake"; else print p, c, k, s }'
+}
+# handshakes NAME PORT PID: BENCH_TLS_CLIENTS `openssl s_time -new -tls1_3 -www /` clients for
+# D seconds, each connection a full handshake (s_time -new never resumes; wrk would: it keeps the
+# session across reconnects) and one HTTP/1.0 request the server answers and closes. -no-CA*:
+# no trust store, which s_time would otherwise search on disk for every connection (the
+# certificate is not verified either way). Fills CPS (connections/s), CPU (PID's CPU use, % of one
+# core), USPC (PID's CPU time per connection, µs) and ERR[d.NAME].
+handshakes() {
+    local k=d.$1 i c0 c1 t0 t1 n=0 m b bad='' out
+    echo "bench: (d) $1 ..." >&2
+    c0=$(cpu_ticks "$3")
+    t0=$(date +%s%N)
+    for ((i = 0; i < TLS_CLIENTS; i++)); do
+        taskset -c "$CCPU" openssl s_time -connect "127.0.0.1:$2" -new -tls1_3 -time "$D" -www / \
+            -no-CAfile -no-CApath -no-CAstore >"$W/stime-$1-$i.out" 2>&1 </dev/null &
+        clients+=($!)
+    done
+    for i in "${clients[@]}"; do wait "$i"; done
+    clients=()
+    t1=$(date +%s%N)
+    c1=$(cpu_ticks "$3")
+    for ((i = 0; i < TLS_CLIENTS; i++)); do
+        out=$W/stime-$1-$i.out
+        # "2505 connections in 11 real seconds, 205 bytes read per connection"
+        m=$(awk '/connections in [0-9]+ real seconds/ { print $1 }' "$out")
+        b=$(awk '/connections in [0-9]+ real seconds/ { print $7 }' "$out")
+        if [ -z "$m" ]; then
+            bad+="s_time $i failed: $(grep -v '^\**$' "$out" | tail -n 1); "
+        elif [ "${b:-0}" -eq 0 ]; then
+            bad+="s_time $i read no response; "
+        fi
+        n=$((n + ${m:-0}))
+    done
+    ERR[$k]=${bad%; }
+    if [ "$n" -gt 0 ]; then
+        CPS[$k]=$(awk -v n="$n" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
+        CPU[$k]=$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) \
+            'BEGIN { printf "%.0f%%", 100 * c / hz / (ns / 1e9) }')
+        USPC[$k]=$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.0f", 1e6 * c / hz / n }')
+    else
+        CPS[$k]="?" CPU[$k]="?" USPC[$k]="?"
+    fi
 }
 
 targets=("direct:$P_BACKEND" "nginx:$P_NGINX" "haproxy:$P_HAPROXY" "switchyard:$P_SY")
@@ -191,7 +290,19 @@ for scen in a b; do
         run $scen "$name" "$port" "$path"
     done
 done
+tls_targets=("nginx:$P_NGINX_TLS:$ngx_pid" "haproxy:$P_HAPROXY_TLS:$hap_pid")
+[ -z "$sy_pid" ] || tls_targets+=("switchyard:$P_SY_TLS:$sy_pid")
+for t in "${tls_targets[@]}"; do
+    IFS=: read -r name port pid <<<"$t"
+    TLSP[$name]=$(tls_params "$port")
+    run c "$name" "$port" / https
+done
+for t in "${tls_targets[@]}"; do
+    IFS=: read -r name port pid <<<"$t"
+    handshakes "$name" "$port" "$pid"
+done
 
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 rss=
 if [ -n "$sy_pid" ]; then
     if [ -r "/proc/$sy_pid/status" ]; then
@@ -211,6 +322,8 @@ report() {
     echo "wrk -t1 -c$C -d${D}s --latency on CPU $CCPU; backend nginx, nginx (1 worker), HAProxy"
     echo "(nbthread 1) and switchyard (workers: 1) on CPU $SCPU; $(nginx -v 2>&1 | sed 's/^nginx version: //'),"
     echo "HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $([ -n "$sy_pid" ] && "$SY" --version 2>/dev/null | head -n 1 || echo "switchyard not run")."
+    echo "Load average (1, 5, 15 min) before the runs: $load_before; after: $load_after (the bench itself"
+    echo "adds about 2; more means others were running)."
     echo
     echo "### (a) small responses (19 bytes), keep-alive"
     echo
@@ -240,6 +353,53 @@ report() {
         echo "| $name | ${RPS[$k]} | ${MBS[$k]} | ${ERR[$k]} |"
     done
     echo
+    echo "### (c) HTTPS, small responses, keep-alive"
+    echo
+    echo "Same as (a) over TLS 1.3 (ECDSA P-256 certificate); the proxies speak plain HTTP to the backend."
+    echo
+    echo "| target | requests/s | p99 (ms) | errors |"
+    echo "|---|---:|---:|---|"
+    for name in nginx haproxy switchyard; do
+        k=c.$name
+        if [ -z "${RPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
+        echo "| $name | ${RPS[$k]} | ${P99[$k]} | ${ERR[$k]} |"
+    done
+    echo
+    if [ -n "${RPS[c.switchyard]+x}" ]; then
+        echo "switchyard/haproxy (c): requests/s $(ratio "${RPS[c.switchyard]}" "${RPS[c.haproxy]}")x," \
+            "p99 $(ratio "${P99[c.switchyard]}" "${P99[c.haproxy]}")x"
+    else
+        echo "switchyard/haproxy (c): SKIP (switchyard not run)"
+    fi
+    echo
+    echo "### (d) new TLS 1.3 connections, full handshake + one request each"
+    echo
+    echo "$TLS_CLIENTS × \`openssl s_time -new -tls1_3 -www /\` for ${D}s on CPU $CCPU (no session resumption;"
+    echo "HTTP/1.0, the server closes). One client core is usually the bottleneck (an OpenSSL 3 client"
+    echo "handshake costs more CPU than a server one; see the proxy CPU column), so compare the proxy's"
+    echo "CPU time per connection: its user + system time over the run (nginx: master + worker) divided"
+    echo "by the connections."
+    echo
+    echo "| target | connections/s | proxy CPU | proxy CPU per connection (µs) | errors |"
+    echo "|---|---:|---:|---:|---|"
+    for name in nginx haproxy switchyard; do
+        k=d.$name
+        if [ -z "${CPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
+        echo "| $name | ${CPS[$k]} | ${CPU[$k]} | ${USPC[$k]} | ${ERR[$k]} |"
+    done
+    echo
+    if [ -n "${CPS[d.switchyard]+x}" ]; then
+        echo "switchyard/haproxy (d): connections/s $(ratio "${CPS[d.switchyard]}" "${CPS[d.haproxy]}")x," \
+            "CPU per connection $(ratio "${USPC[d.switchyard]}" "${USPC[d.haproxy]}")x"
+    else
+        echo "switchyard/haproxy (d): SKIP (switchyard not run)"
+    fi
+    echo
+    echo "Negotiated by a default OpenSSL client (as wrk and s_time):"
+    for name in nginx haproxy switchyard; do
+        [ -z "${TLSP[$name]+x}" ] || echo "$name ${TLSP[$name]};"
+    done | paste -sd ' ' | sed 's/;$/./'
+    echo
     if [ -n "$sy_pid" ]; then
         echo "switchyard RSS after the runs: $rss"
     else
@@ -250,4 +410,5 @@ report() {
 if [ -n "${BENCH_OUT:-}" ]; then report | tee "$BENCH_OUT"; else report; fi
 bad=0
 for k in "${!RPS[@]}"; do [ "${RPS[$k]}" != "?" ] || bad=1; done
+for k in "${!CPS[@]}"; do [ "${CPS[$k]}" != "?" ] && [ -z "${ERR[$k]}" ] || bad=1; done
 exit $bad

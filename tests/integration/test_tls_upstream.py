@@ -481,6 +481,22 @@ class CertReloadTest(T.TLSCase):
         self.assertEqual(seen, {'a_ec', 'wild'})
 
 
+class StickyCookieTest(T.TLSCase):
+
+    def test_cookie_is_secure_over_tls_only(self):
+        c = T.certs()
+        self.start(listen=[T.tls_listen([c.a_ec]), {'address': '127.0.0.1:0'}],
+                   routing={'sticky': {'by': 'cookie'}})
+        with self.connect(sni='a.example.test', port=self.p.ports[0]) as cl:
+            r = self.assertServes(cl)
+        sc = r.header('set-cookie') or ''
+        self.assertRegex(sc, r'^sy_bucket=\d+; Path=/; Max-Age=\d+; HttpOnly; Secure$')
+        r = h.one_request(self.p.ports[1], 'GET', '/', headers=[('Host', 'test.local')])
+        self.assertStatus(r, 200)
+        self.assertRegex(r.header('set-cookie') or '', r'^sy_bucket=\d+; Path=/; Max-Age=\d+; HttpOnly$',
+                         'no Secure flag over plain HTTP')
+
+
 class ExpiryWarningTest(T.TLSCase):
 
     def test_expiring_certificate_is_a_warning(self):

@@ -547,6 +547,9 @@ test_errors_values(void)
         "routing.sticky.by: \"\" is not a valid header or cookie name");
     bad("routing: {sticky: {name: 'my cookie'}}\n" BASE, "'my",
         "routing.sticky.name: \"my cookie\" is not a valid header or cookie name");
+    bad("routing: {sticky: {name: "
+        "c234567890123456789012345678901234567890123456789012345678901234x}}\n" BASE,
+        "c2345", "routing.sticky.name: the cookie name is longer than 64 characters");
     bad("routing: {preview: {header: 'X:Pool'}}\n" BASE,
         "'X:", "routing.preview.header: \"X:Pool\" is not a valid");
     bad("routing: {preview: {allow_from: [10.0.0.0/8, 10.0.0.0/33]}}\n" BASE, "10.0.0.0/33",
