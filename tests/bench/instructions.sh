@@ -6,7 +6,9 @@
 # thread: the worker, and the main thread's once-a-second sampling) divided by N is the figure.
 # The backend is the test origin (not measured). Scenarios:
 #   small   GET /, small response (the origin's "hello" body)
-#   post    POST /echo with a 1 KiB body, JSON response
+#   post    POST with a 1 KiB body, small response
+#   close   GET / with Connection: close: a new client connection per request (accept, set-up,
+#           close), the upstream connection kept alive
 #
 # env: BUILD_DIR (build)  INSTR_REQUESTS (5000)  INSTR_OUT=FILE (also write the table there)
 set -euo pipefail
@@ -91,4 +93,5 @@ run_scenario() { # name, curl args...
     run_scenario small
     head -c 1024 /dev/zero | tr '\0' 'x' >"$W/body"
     run_scenario post -X POST --data-binary "@$W/body" -H 'Content-Type: application/octet-stream'
+    run_scenario close -H 'Connection: close'
 } | tee "${INSTR_OUT:-/dev/null}"

@@ -126,6 +126,10 @@ class HeaderTest(h.ProxyTestCase):
     def test_xff_other_source_address(self):
         r, j = self.echo([], source='127.0.0.9')
         self.assertEqual(hdrs(j, 'X-Forwarded-For'), ['127.0.0.9'])
+        # Every digit count of an octet (the address is formatted by hand).
+        for src in ('127.10.200.3', '127.255.0.99', '127.1.23.255'):
+            r, j = self.echo([], source=src)
+            self.assertEqual(hdrs(j, 'X-Forwarded-For'), [src])
 
     def test_x_forwarded_proto_and_host(self):
         r, j = self.echo([('Host', 'shop.example:8080')])
