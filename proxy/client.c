@@ -402,7 +402,10 @@ client_feed(struct client *c)
             c->bytes_in += used; /* raw bytes of this request, as the client sent them */
         /* What the pass produced for the upstream goes out now, in order. */
         if (c->up)
-            sock_write_staged(c->up->bev, c->w->qstage, c->up->connected && !c->up->tls);
+            sock_write_staged(c->up->bev, c->w->qstage,
+                              !c->up->connected ? SOCK_WRITE_QUEUE
+                              : c->up->tls      ? SOCK_WRITE_TLS
+                                                : SOCK_WRITE_DIRECT);
         else
             evbuffer_drain(c->w->qstage, evbuffer_get_length(c->w->qstage));
         if (r == REQFRAME_ERROR) {

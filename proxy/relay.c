@@ -241,7 +241,7 @@ relay_feed(struct client *c)
         }
         evbuffer_drain(in, used);
         c->bytes_out += evbuffer_get_length(c->w->rstage);
-        sock_write_staged(c->bev, c->w->rstage, !c->tls); /* TLS: through OpenSSL */
+        sock_write_staged(c->bev, c->w->rstage, c->tls ? SOCK_WRITE_TLS : SOCK_WRITE_DIRECT);
         if (err == HPE_OK)
             continue;
         if (err == HPE_PAUSED_UPGRADE && c->resp_status == 101) {
@@ -352,7 +352,7 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
         if (events & BEV_EVENT_EOF) {
             llhttp_finish(&u->parser);
             c->bytes_out += evbuffer_get_length(c->w->rstage);
-            sock_write_staged(c->bev, c->w->rstage, !c->tls);
+            sock_write_staged(c->bev, c->w->rstage, c->tls ? SOCK_WRITE_TLS : SOCK_WRITE_DIRECT);
             if (c->resp_complete) {
                 c->up_reusable = false;
                 response_done(c);

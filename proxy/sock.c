@@ -9,8 +9,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 
@@ -82,14 +86,41 @@ sock_port(int fd)
     return 0;
 }
 
+/* A speculative SSL_write of what was staged, when it fits one TLS record and nothing is queued
+ * ahead of it. On success nothing is left. On WANT_WRITE OpenSSL keeps the encrypted record and
+ * must be called again with the same bytes, at least as many: they stay, in one chain (pulled
+ * up), the first of the output, which libevent's next SSL_write passes whole (its OpenSSL
+ * bufferevent allows a moving write buffer). On an error the bytes stay too and libevent's
+ * write meets the same error and reports it. */
+static void
+tls_write_direct(struct bufferevent *bev, struct evbuffer *staged)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    size_t n = evbuffer_get_length(staged);
+    if (ssl == NULL || n > SOCK_TLS_DIRECT_MAX || !SSL_is_init_finished(ssl) ||
+        SSL_get_shutdown(ssl) != 0)
+        return;
+    unsigned char *p = evbuffer_pullup(staged, -1);
+    if (p == NULL)
+        return;
+    SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    int r = SSL_write(ssl, p, (int)n);
+    if (r > 0)
+        evbuffer_drain(staged, (size_t)r);
+    else
+        ERR_clear_error();
+}
+
 void
-sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, bool direct)
+sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, enum sock_write how)
 {
     if (evbuffer_get_length(staged) == 0)
         return;
     struct evbuffer *out = bufferevent_get_output(bev);
-    if (direct && evbuffer_get_length(out) == 0)
+    if (how == SOCK_WRITE_DIRECT && evbuffer_get_length(out) == 0)
         evbuffer_write(staged, bufferevent_getfd(bev)); /* -1 (EAGAIN, error): all stays */
+    else if (how == SOCK_WRITE_TLS && evbuffer_get_length(out) == 0)
+        tls_write_direct(bev, staged);
     if (evbuffer_get_length(staged) > 0)
         evbuffer_add_buffer(out, staged);
 }

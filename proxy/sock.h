@@ -24,10 +24,19 @@ int sock_start(int fd);
 struct bufferevent;
 struct evbuffer;
 
-/* Sends what was staged during one parse pass: written straight to the socket when `direct`
- * and nothing is queued ahead of it (a speculative write: no EPOLLOUT arm and disarm), the rest
- * queued on the bufferevent. Leaves staged empty. */
-void sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, bool direct);
+enum sock_write {
+    SOCK_WRITE_QUEUE,  /* through the bufferevent (a connection still connecting) */
+    SOCK_WRITE_DIRECT, /* a plain socket: writev now */
+    SOCK_WRITE_TLS,    /* an OpenSSL bufferevent past its handshake: SSL_write now */
+};
+
+/* Up to this much is written by SOCK_WRITE_TLS at once (one TLS record); more is queued. */
+#define SOCK_TLS_DIRECT_MAX 16384
+
+/* Sends what was staged during one parse pass: written now when nothing is queued ahead of it
+ * (a speculative write: no EPOLLOUT arm and disarm, no wait for the next loop), the rest queued
+ * on the bufferevent. Leaves staged empty. */
+void sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, enum sock_write how);
 
 /* Makes a plain socket bufferevent read with one readv of up to its max_single_read (bounded by
  * the read high watermark), in place of libevent 2.1's reads, which ask the kernel FIONREAD

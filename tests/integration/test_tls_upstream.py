@@ -497,6 +497,28 @@ class StickyCookieTest(T.TLSCase):
                          'no Secure flag over plain HTTP')
 
 
+class DirectWriteTest(T.TLSCase):
+    """Responses up to one TLS record are written with SSL_write at once; when the socket is
+    full OpenSSL keeps the record and the bufferevent must finish it with the same bytes."""
+
+    def test_pipelined_responses_to_a_client_that_reads_late(self):
+        c = T.certs()
+        self.start(listen=[T.tls_listen([c.a_ec])])
+        n, size = 1500, 3000
+        with self.connect(sni='a.example.test') as cl:
+            req = b''.join(b'GET /bytes/%d?i=%d HTTP/1.1\r\nHost: test.local\r\n\r\n' % (size, i)
+                           for i in range(n))
+            cl.send(req)
+            time.sleep(1.5)   # the proxy fills the socket and queues the rest meanwhile
+            body = h.pattern(size)
+            for i in range(n):
+                r = cl.read_response()
+                self.assertStatus(r, 200, 'response %d' % i)
+                self.assertEqual(r.body, body, 'response %d corrupted' % i)
+            # and the connection still works
+            self.assertServes(cl)
+
+
 class ExpiryWarningTest(T.TLSCase):
 
     def test_expiring_certificate_is_a_warning(self):
