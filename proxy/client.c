@@ -100,6 +100,70 @@ peer_to_text(const struct sockaddr *sa, char *out, size_t outlen)
         snprintf(out, outlen, "unknown");
 }
 
+/* Closed clients are kept (up to SPARE_CLIENTS per worker) with their head buffers, request
+ * buffer and timer, so that a connection per request does not cost a dozen allocations. */
+#define SPARE_CLIENTS 64
+
+/* A zeroed client, but for the storage a recycled one keeps: rf.head and rhead buffers (taken
+ * over after their init), req, and timer (its callback argument is the same pointer). */
+static struct client *
+client_alloc(struct worker *w)
+{
+    struct client *c = w->spare_clients;
+    if (c == NULL)
+        return xcalloc(1, sizeof(*c));
+    w->spare_clients = c->next_spare;
+    w->nspare_clients--;
+    struct http_head req = c->rf.head, resp = c->rhead;
+    struct http_buf out = c->req;
+    struct event *timer = c->timer;
+    memset(c, 0, sizeof(*c));
+    c->rf.head = req;
+    c->rhead = resp;
+    c->req = out;
+    c->req.len = 0;
+    c->timer = timer;
+    return c;
+}
+
+static void
+client_destroy(struct client *c)
+{
+    reqframe_finish(&c->rf);
+    http_head_finish(&c->rhead);
+    http_buf_finish(&c->req);
+    if (c->timer)
+        event_free(c->timer);
+    free(c);
+}
+
+/* Frees a closed client, or keeps it for client_alloc(). */
+static void
+client_free(struct worker *w, struct client *c)
+{
+    if (w->nspare_clients >= SPARE_CLIENTS || w->draining) {
+        client_destroy(c);
+        return;
+    }
+    evtimer_del(c->timer);
+    if (c->req.cap > 4096)
+        http_buf_finish(&c->req);
+    c->next_spare = w->spare_clients;
+    w->spare_clients = c;
+    w->nspare_clients++;
+}
+
+void
+client_free_spares(struct worker *w)
+{
+    while (w->spare_clients) {
+        struct client *c = w->spare_clients;
+        w->spare_clients = c->next_spare;
+        w->nspare_clients--;
+        client_destroy(c);
+    }
+}
+
 struct client *
 client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen,
               enum route_to route_to, struct tls_ctx *tls)
@@ -127,7 +191,7 @@ client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-    struct client *c = xcalloc(1, sizeof(*c));
+    struct client *c = client_alloc(w);
     c->w = w;
     c->bev = bev;
     c->route_to = route_to;
@@ -135,9 +199,13 @@ client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen
     if (addrlen > 0 && (size_t)addrlen <= sizeof(c->peer))
         memcpy(&c->peer, addr, (size_t)addrlen);
     peer_to_text((const struct sockaddr *)&c->peer, c->peer_text, sizeof(c->peer_text));
+    struct http_head old_req = c->rf.head, old_resp = c->rhead;
     reqframe_init(&c->rf, &frame_ops, c);
     http_head_init(&c->rhead, 64 * 1024, 1000, 0);
-    c->timer = evtimer_new(w->base, on_timer, c);
+    http_head_take_storage(&c->rf.head, &old_req);
+    http_head_take_storage(&c->rhead, &old_resp);
+    if (c->timer == NULL)
+        c->timer = evtimer_new(w->base, on_timer, c);
     c->state = CS_IDLE;
     c->bucket = -1;
     stats_gauge(&w->board->listener[w->id].conns, 1);
@@ -296,15 +364,10 @@ client_close(struct client *c)
             stats_gauge(&client_srv_stats(c, c->acct_srv)->tunnels, -1);
     }
     stats_gauge(&c->w->board->listener[c->w->id].conns, -1);
-    reqframe_finish(&c->rf);
-    http_head_finish(&c->rhead);
-    http_buf_finish(&c->req);
-    if (c->timer)
-        event_free(c->timer);
     bufferevent_free(c->bev);
     TAILQ_REMOVE(&c->w->clients, c, link);
     struct worker *w = c->w;
-    free(c);
+    client_free(w, c);
     worker_client_closed(w);
 }
 

@@ -45,6 +45,7 @@ struct client {
     char peer_text[64];
     struct event *timer; /* owned: header deadline, keep-alive idle, closing deadline */
     TAILQ_ENTRY(client) link;
+    struct client *next_spare; /* the worker's list of closed clients kept for reuse */
 
     /* The exchange in progress. */
     struct wsnap *ws;   /* the snapshot this request uses (counted) */
@@ -108,6 +109,10 @@ void client_close(struct client *c);
 /* Sends a local response (error page) if no response started, then closes after flushing;
  * aborts the exchange's upstream connection. */
 void client_fail(struct client *c, int status);
+
+/* Frees the closed clients a worker keeps for reuse (a draining worker keeps none). Worker
+ * thread, or after it ended. */
+void client_free_spares(struct worker *w);
 
 /* Parses buffered request bytes as far as the exchange allows. */
 void client_feed(struct client *c);

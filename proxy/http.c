@@ -73,6 +73,19 @@ http_head_clear(struct http_head *h)
 }
 
 void
+http_head_take_storage(struct http_head *h, struct http_head *old)
+{
+    http_head_clear(old); /* frees what is over the keep limits */
+    h->buf = old->buf;
+    h->cap = old->cap;
+    h->fields = old->fields;
+    h->cap_fields = old->cap_fields;
+    old->buf = NULL;
+    old->fields = NULL;
+    old->cap = old->cap_fields = 0;
+}
+
+void
 http_head_finish(struct http_head *h)
 {
     xfree(&h->buf);

@@ -75,6 +75,10 @@ void http_head_init(struct http_head *h, size_t max_bytes, uint32_t max_fields,
 /* Forgets the content; keeps a small buffer for the next message. */
 void http_head_clear(struct http_head *h);
 
+/* Gives h (just initialised, empty) the buffers of old (within http_head_clear's keep limits)
+ * and leaves old empty: a recycled connection keeps its allocations. */
+void http_head_take_storage(struct http_head *h, struct http_head *old);
+
 /* Frees the buffers (the head may be initialised again). */
 void http_head_finish(struct http_head *h);
 

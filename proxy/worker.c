@@ -193,6 +193,7 @@ start_drain(struct worker *w)
     if (w->draining)
         return;
     w->draining = true;
+    client_free_spares(w);
     for (size_t i = 0; i < w->nlisteners; i++) {
         if (w->listeners[i].lev)
             evconnlistener_free(w->listeners[i].lev);
@@ -322,6 +323,7 @@ run(void *arg)
     /* Whatever is left after a drain deadline is closed now. */
     while (!TAILQ_EMPTY(&w->clients))
         client_close(TAILQ_FIRST(&w->clients));
+    client_free_spares(w);
     close_all_idle(w);
     if (w->alog)
         accesslog_flush(w->alog, w->id);

@@ -73,6 +73,8 @@ struct worker {
     bool accept_paused;
     bool draining;
     TAILQ_HEAD(client_list, client) clients;
+    struct client *spare_clients; /* closed clients kept with their buffers (client.c) */
+    uint32_t nspare_clients;
     struct http_buf scratch; /* owned: response heads are built here */
     struct evbuffer *qstage; /* owned: request bytes produced in one parse pass */
     struct evbuffer *rstage; /* owned: response bytes produced in one parse pass */
