@@ -3,7 +3,7 @@ only (1.0/1.1 refused, `min_version: "1.3"` refuses 1.2), Mozilla intermediate T
 (ECDHE with AES-GCM or ChaCha20-Poly1305; CBC, DHE and static-RSA suites refused), groups
 X25519/P-256/P-384, ALPN http/1.1, SNI among several certificates (exact, wildcard, default) with
 RSA and ECDSA side by side, no client-initiated renegotiation, session resumption,
-X-Forwarded-Proto https, keep-alive, pipelining and 64 MiB bodies over TLS, the handshake deadline
+X-Forwarded-Proto https, keep-alive, pipelining and 100 MiB bodies over TLS, the handshake deadline
 (timeouts.client_header), and certificate errors caught by `switchyard -t`.
 
 Certificates are made at test time with the openssl CLI. Python's ssl module drives most checks;
@@ -933,8 +933,8 @@ class BigBodyTest(TLSCase):
         super().setUp()
         self.start(workers=1)
 
-    def test_upload_64mib(self):
-        n = 64 * MiB
+    def test_upload_100mib(self):
+        n = 100 * MiB
         block = os.urandom(MiB)
         head = h.build_request('POST', '/echo', [('Content-Length', str(n))])
         with self.connect(timeout=30) as c:
@@ -948,7 +948,7 @@ class BigBodyTest(TLSCase):
             self.assertStatus(r, 200)
             got = r.json()
             # the same body straight to the origin gives the reference FNV (python is too slow
-            # to hash 64 MiB)
+            # to hash 100 MiB)
             with h.Client(self.b1.port, timeout=30) as d:
                 d.send(head)
                 for _ in range(n // MiB):
@@ -957,8 +957,8 @@ class BigBodyTest(TLSCase):
             self.assertEqual(got['body_bytes'], n)
             self.assertEqual(got['body_fnv1a'], ref['body_fnv1a'], 'upload corrupted over TLS')
             # the connection is still good for the next request
-            self.assertServes(c, 'after a 64 MiB upload')
-        note('64 MiB upload over TLS in %.1fs' % dt)
+            self.assertServes(c, 'after a 100 MiB upload')
+        note('100 MiB upload over TLS in %.1fs' % dt)
 
     def download(self, c, target, n, chunked_ok=False):
         c.send(h.build_request('GET', target))
@@ -995,19 +995,19 @@ class BigBodyTest(TLSCase):
         self.assertEqual(got, n, 'download ended early')
         self.assertIsNone(bad, 'download corrupted near byte %s' % bad)
 
-    def test_download_64mib(self):
-        n = 64 * MiB
+    def test_download_100mib(self):
+        n = 100 * MiB
         with self.connect(timeout=30) as c:
             t0 = time.monotonic()
             self.download(c, '/bytes/%d' % n, n)
             dt = time.monotonic() - t0
-            self.assertServes(c, 'after a 64 MiB download')
-        note('64 MiB download over TLS in %.1fs' % dt)
+            self.assertServes(c, 'after a 100 MiB download')
+        note('100 MiB download over TLS in %.1fs' % dt)
 
     def test_download_stalled_reader_memory_bounded(self):
         # back-pressure over TLS: with the client not reading, the proxy must stop reading the
-        # origin instead of buffering (encrypted or not) the whole 64 MiB
-        n = 64 * MiB
+        # origin instead of buffering (encrypted or not) the whole 100 MiB
+        n = 100 * MiB
         base = self.p.rss_kb()
         peak = base
         with self.connect(timeout=30) as c:
@@ -1040,7 +1040,7 @@ class BigBodyTest(TLSCase):
         if os.environ.get('SWITCHYARD_SANITIZE', 'none') not in ('', 'none'):
             return
         self.assertLess(grew, 24, 'proxy RSS grew by %.1f MiB while a TLS client stalled on a '
-                        '64 MiB download: not back-pressured' % grew)
+                        '100 MiB download: not back-pressured' % grew)
 
     def test_download_chunked_and_tls12(self):
         n = 8 * MiB
