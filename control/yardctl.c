@@ -1,6 +1,7 @@
 /* control/yardctl.c — yardctl, the operator's client of the control API (DESIGN §8): the command
  * line (global options before or after the command word), help texts, and exit statuses. The
- * commands are in yardctl_cmd.c, the HTTP client in yardctl_api.c, the tables in yardctl_show.c. */
+ * commands are in yardctl_cmd.c and yardctl_rollout.c, the HTTP client in yardctl_api.c, the
+ * tables in yardctl_show.c. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
