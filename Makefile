@@ -7,6 +7,7 @@
 #   make demo            build + tests/demo.sh (blue/green origins behind the proxy)
 #   make bench           build + tests/bench/bench.sh (against nginx and HAProxy)
 #   make bench-instructions  build + instructions per proxied request (callgrind; no timing)
+#   make bench-targets   build + tests/bench/targets.sh (issue 7's eight targets, 6-7 minutes)
 #   make check-tls       build + tests/tls/check_tls.sh (sslscan + testssl against a TLS listener)
 #   make check-sanitize  the whole suite under ASan + UBSan (build-asan)
 #   make check-tsan      unit + 'tsan' suites under ThreadSanitizer (build-tsan)
@@ -17,7 +18,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
-.PHONY: deps build test demo bench bench-instructions check-tls check-sanitize check-tsan clean
+.PHONY: deps build test demo bench bench-instructions bench-targets check-tls check-sanitize check-tsan clean
 
 # Plain '=' so that only the command line (not a stray environment variable) moves them.
 BUILD      = build
@@ -83,6 +84,9 @@ bench: build
 
 bench-instructions: build
 	BUILD_DIR=$(BUILD) bash tests/bench/instructions.sh
+
+bench-targets: build
+	BUILD_DIR=$(BUILD) bash tests/bench/targets.sh
 
 check-tls: build
 	bash tests/tls/check_tls.sh $(BUILD)/switchyard

@@ -6,10 +6,12 @@
 # requests/s and MB/s; (c) the same as (a) over HTTPS; (d) new TLS 1.3 connections, each a full
 # handshake and one request — connections/s and the proxy's CPU time per connection. The three
 # proxies terminate TLS with the same ECDSA P-256 certificate (made here) and the same settings
-# (TLS 1.2 + 1.3, Mozilla intermediate suites, client's suite order, groups X25519:P-256:P-384).
-# Prints Markdown tables, the switchyard/HAProxy ratios, and switchyard's RSS after the runs.
+# (TLS 1.2 + 1.3, Mozilla intermediate suites, the server's suite order, groups
+# X25519:P-256:P-384). Prints Markdown tables, the switchyard/HAProxy ratios, and switchyard's
+# RSS after the runs. Issue 7's other targets are measured by targets.sh (make bench-targets).
 #
 # env: BENCH_SECONDS (10)  BENCH_CONNS (50)  BUILD_DIR (build)
+#      BENCH_SCENARIOS (abcd) the scenarios to run, e.g. "a" for (a) only
 #      BENCH_TLS_CLIENTS (4) parallel `openssl s_time -new` clients in (d)
 #      BENCH_ONLY_ANCHORS=1  run without switchyard (its rows say SKIP)
 #      BENCH_OUT=FILE        also write the Markdown report to FILE
@@ -18,6 +20,9 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+LIB_TAG=bench
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$ROOT/tests/bench/lib.sh"
 BUILD_DIR=${BUILD_DIR:-build}
 case $BUILD_DIR in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
 SY=$BUILD_DIR/switchyard
@@ -27,24 +32,25 @@ TLS_CLIENTS=${BENCH_TLS_CLIENTS:-4}
 ONLY_ANCHORS=${BENCH_ONLY_ANCHORS:-0}
 CCPU=${BENCH_CLIENT_CPU:-0}
 SCPU=${BENCH_SERVER_CPU:-1}
+SCEN=${BENCH_SCENARIOS:-abcd}
 # Ports apart from the demo's (8080/8081, 9101-9201) so both can run at once.
 P_BACKEND=19001 P_NGINX=18081 P_HAPROXY=18082 P_SY=18083
 P_NGINX_TLS=18441 P_HAPROXY_TLS=18442 P_SY_TLS=18443
 # The TLS settings all three proxies get: Mozilla "intermediate" TLS 1.2 suites without DHE (what
-# switchyard serves, proxy/tls.c), TLS 1.3's three suites, its groups; the client's order wins.
+# switchyard serves, proxy/tls.c) in its order, TLS 1.3's three suites in OpenSSL's default order
+# (switchyard does not change it), its groups; the server's order wins, as in switchyard
+# (SSL_OP_CIPHER_SERVER_PREFERENCE), with ChaCha20 first for a client that puts it first
+# (nginx: PrioritizeChaCha; no client here does).
 TLS12_CIPHERS=ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384
 TLS12_CIPHERS+=:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305
-TLS13_SUITES=TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+TLS13_SUITES=TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256
 TLS_GROUPS=X25519:prime256v1:secp384r1
-
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 [[ $D =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$D')"
 [[ $C =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNS must be a positive integer (got '$C')"
 [[ $TLS_CLIENTS =~ ^[1-9][0-9]*$ ]] || die "BENCH_TLS_CLIENTS must be a positive integer (got '$TLS_CLIENTS')"
-for t in nginx haproxy wrk taskset curl awk openssl pgrep getconf; do
-    command -v $t >/dev/null || die "$t not found: run make deps (installs nginx, haproxy, wrk, openssl)"
-done
+[[ $SCEN =~ ^[abcd]+$ ]] || die "BENCH_SCENARIOS must be letters among abcd (got '$SCEN')"
+need_tools nginx haproxy wrk taskset curl awk openssl pgrep getconf
 if [ "$ONLY_ANCHORS" != 1 ] && [ ! -x "$SY" ]; then
     die "$SY not found: build it first (make build), or set BENCH_ONLY_ANCHORS=1 to measure only nginx and HAProxy"
 fi
@@ -52,28 +58,11 @@ if [ "$(nproc)" -lt 2 ]; then
     echo "bench: warning: fewer than 2 CPUs; client and servers share CPU 0" >&2
     CCPU=0 SCPU=0
 fi
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_SY $P_NGINX_TLS $P_HAPROXY_TLS $P_SY_TLS; do
-    port_busy "$p" && die "127.0.0.1:$p is in use (another bench running?)"
-done
+ports_free $P_BACKEND $P_NGINX $P_HAPROXY $P_SY $P_NGINX_TLS $P_HAPROXY_TLS $P_SY_TLS
 
-W=$(mktemp -d /tmp/switchyard-bench.XXXXXX) || die "mktemp failed"
-chmod 755 "$W"   # nginx workers (user nobody when run as root) read the 1 MiB file from here
-pids=()
-clients=()   # the s_time clients of a (d) run
+bench_tmpdir switchyard-bench   # $W, and the EXIT trap that stops everything started below
 sy_pid=
-# shellcheck disable=SC2317  # called from the EXIT trap
-cleanup() {
-    local p
-    for p in ${clients[@]+"${clients[@]}"} ${pids[@]+"${pids[@]}"}; do kill -TERM "$p" 2>/dev/null; done
-    sleep 0.3
-    for p in ${pids[@]+"${pids[@]}"}; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $W" >&2; else rm -rf "$W"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-mkdir -p "$W/www" "$W/tmp" "$W/tls"
+mkdir -p "$W/tls"
 head -c 1048576 /dev/zero | tr '\0' 'x' >"$W/www/1m.bin"
 chmod -R a+rX "$W/www"
 # One ECDSA P-256 certificate for the three proxies; HAProxy wants certificate and key in one file.
@@ -84,16 +73,7 @@ openssl req -x509 -nodes -days 30 -subj /CN=bench.switchyard.test \
 cat "$W/tls/cert.pem" "$W/tls/key.pem" >"$W/tls/haproxy.pem"
 chmod -R a+rX "$W/tls"
 
-# nginx keeps its temp files and logs in $W, never in the system's directories.
-ngx_common() {
-    cat <<NG
-worker_processes 1; daemon off; pid $W/$1.pid; error_log $W/$1.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  client_body_temp_path $W/tmp/$1-body; proxy_temp_path $W/tmp/$1-proxy;
-  fastcgi_temp_path $W/tmp/$1-fcgi; uwsgi_temp_path $W/tmp/$1-uwsgi; scgi_temp_path $W/tmp/$1-scgi;
-NG
-}
+# nginx keeps its temp files and logs in $W (ngx_common, lib.sh).
 { ngx_common backend; cat <<NG
   sendfile on;
   server { listen 127.0.0.1:$P_BACKEND reuseport backlog=4096;
@@ -108,7 +88,7 @@ NG
   upstream app { server 127.0.0.1:$P_BACKEND; keepalive 64; }
   ssl_certificate $W/tls/cert.pem; ssl_certificate_key $W/tls/key.pem;
   ssl_protocols TLSv1.2 TLSv1.3; ssl_ciphers $TLS12_CIPHERS; ssl_conf_command Ciphersuites $TLS13_SUITES;
-  ssl_ecdh_curve $TLS_GROUPS; ssl_prefer_server_ciphers off;
+  ssl_ecdh_curve $TLS_GROUPS; ssl_prefer_server_ciphers on; ssl_conf_command Options PrioritizeChaCha;
   ssl_session_cache shared:SSL:10m; ssl_session_timeout 2h; ssl_session_tickets on;
   server { listen 127.0.0.1:$P_NGINX backlog=4096; listen 127.0.0.1:$P_NGINX_TLS ssl backlog=4096;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
@@ -121,7 +101,7 @@ global
   maxconn 4000
   ssl-default-bind-ciphers $TLS12_CIPHERS
   ssl-default-bind-ciphersuites $TLS13_SUITES
-  ssl-default-bind-options ssl-min-ver TLSv1.2 prefer-client-ciphers
+  ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
   mode http
   timeout connect 5s
@@ -148,30 +128,6 @@ control: {socket: $W/control.sock}
 log: {level: warn}
 SY
 
-# start NAME CMD...: runs CMD pinned to the server CPU; taskset execs, so $! is the server.
-start() {
-    local name=$1; shift
-    taskset -c "$SCPU" "$@" >"$W/$name.log" 2>&1 &
-    pids+=($!)
-}
-# ready NAME PORT PID [https]: waits (10 s at most) until the server answers 200 on /.
-ready() {
-    local i scheme=${4:-http}
-    for ((i = 0; i < 100; i++)); do
-        [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$scheme://127.0.0.1:$2/")" = 200 ] &&
-            return 0
-        kill -0 "$3" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$3" 2>/dev/null; then
-        echo "bench: $1 did not answer 200 on $scheme://127.0.0.1:$2 within 10 s; its log:" >&2
-    else
-        echo "bench: $1 exited during start-up; its log:" >&2
-    fi
-    tail -n 20 "$W/$1.log" "$W/$1.err" >&2 2>/dev/null
-    exit 1
-}
-
 start backend nginx -p "$W/" -e "$W/backend.err" -c "$W/backend.conf"
 ready backend $P_BACKEND "${pids[-1]}"
 start nginx nginx -p "$W/" -e "$W/nginx.err" -c "$W/nginx.conf"
@@ -190,46 +146,19 @@ ready haproxy $P_HAPROXY_TLS "$hap_pid" https
 [ -z "$sy_pid" ] || ready switchyard $P_SY_TLS "$sy_pid" https
 [ "$(curl -s "http://127.0.0.1:$P_BACKEND/1m" | wc -c)" = 1048576 ] || die "backend does not serve /1m"
 
-# to_ms "1.23ms" → 1.23; to_mb "2.5GB" → 2560 (wrk's units are binary).
-to_ms() {
-    awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
-        m = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1;
-        if (v == "" || m < 0) print "?"; else printf "%.2f", n * m }'
-}
-to_mb() {
-    awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
-        m = (u == "B") ? 1/1048576 : (u == "KB") ? 1/1024 : (u == "MB") ? 1 : (u == "GB") ? 1024 : -1;
-        if (v == "" || m < 0) print "?"; else printf "%.0f", n * m }'
-}
-
-declare -A RPS P99 MBS ERR CPS CPU USPC TLSP
+declare -A CPS CPU USPC TLSP   # RPS P99 MBS ERR: lib.sh
 # run SCENARIO NAME PORT PATH [https]: one wrk run; fills RPS/P99/MBS/ERR[SCENARIO.NAME].
 run() {
-    local k=$1.$2 out=$W/wrk-$1-$2.out
+    local out=$W/wrk-$1-$2.out
     echo "bench: ($1) $2 ..." >&2
     taskset -c "$CCPU" wrk -t1 -c"$C" -d"${D}s" --latency "${5:-http}://127.0.0.1:$3$4" >"$out" 2>&1
-    RPS[$k]=$(awk '/^Requests\/sec/ { printf "%.0f", $2 }' "$out")
-    P99[$k]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-    MBS[$k]=$(to_mb "$(awk '/^Transfer\/sec/ { print $2 }' "$out")")
-    ERR[$k]=$(awk '/Non-2xx/ { printf "non-2xx %s; ", $NF }
-        /Socket errors/ { sub(/^ *Socket errors: */, ""); printf "socket errors %s; ", $0 }' "$out")
-    ERR[$k]=${ERR[$k]%; }
-    [ -n "${RPS[$k]}" ] || { RPS[$k]="?"; ERR[$k]="wrk failed: $(tail -n 1 "$out")"; }
+    wrk_parse "$out" "$1.$2"
 }
 
+# has SCENARIO: whether BENCH_SCENARIOS selects it.
+has() { case $SCEN in *$1*) return 0 ;; esac; return 1; }
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-CLK_TCK=$(getconf CLK_TCK)
-# cpu_ticks PID: user + system CPU ticks of PID and its children (nginx's worker is a child of
-# the master we started; HAProxy and switchyard are one process each).
-cpu_ticks() {
-    local t=0 p v
-    for p in "$1" $(pgrep -P "$1"); do
-        # the fields after "pid (comm) ": utime and stime are the 12th and 13th
-        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
 # tls_params PORT: what a default TLS 1.3 client negotiates, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384
 # X25519 ECDSA" (the same client library and defaults as wrk and s_time).
 tls_params() {
@@ -270,7 +199,7 @@ handshakes() {
         fi
         n=$((n + ${m:-0}))
     done
-    ERR[$k]=${bad%; }
+    ERR["$k"]=${bad%; }
     if [ "$n" -gt 0 ]; then
         CPS[$k]=$(awk -v n="$n" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
         CPU[$k]=$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) \
@@ -283,6 +212,7 @@ handshakes() {
 
 targets=("direct:$P_BACKEND" "nginx:$P_NGINX" "haproxy:$P_HAPROXY" "switchyard:$P_SY")
 for scen in a b; do
+    has $scen || continue
     path=/; [ $scen = b ] && path=/1m
     for t in "${targets[@]}"; do
         name=${t%%:*} port=${t##*:}
@@ -295,12 +225,14 @@ tls_targets=("nginx:$P_NGINX_TLS:$ngx_pid" "haproxy:$P_HAPROXY_TLS:$hap_pid")
 for t in "${tls_targets[@]}"; do
     IFS=: read -r name port pid <<<"$t"
     TLSP[$name]=$(tls_params "$port")
-    run c "$name" "$port" / https
+    if has c; then run c "$name" "$port" / https; fi
 done
-for t in "${tls_targets[@]}"; do
-    IFS=: read -r name port pid <<<"$t"
-    handshakes "$name" "$port" "$pid"
-done
+if has d; then
+    for t in "${tls_targets[@]}"; do
+        IFS=: read -r name port pid <<<"$t"
+        handshakes "$name" "$port" "$pid"
+    done
+fi
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 rss=
@@ -313,8 +245,6 @@ if [ -n "$sy_pid" ]; then
     fi
 fi
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "?" }'; }
-
 report() {
     local name k
     echo "## switchyard bench — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs"
@@ -325,76 +255,84 @@ report() {
     echo "Load average (1, 5, 15 min) before the runs: $load_before; after: $load_after (the bench itself"
     echo "adds about 2; more means others were running)."
     echo
-    echo "### (a) small responses (19 bytes), keep-alive"
-    echo
-    echo "| target | requests/s | p99 (ms) | errors |"
-    echo "|---|---:|---:|---|"
-    for name in direct nginx haproxy switchyard; do
-        k=a.$name
-        if [ -z "${RPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
-        echo "| $name | ${RPS[$k]} | ${P99[$k]} | ${ERR[$k]} |"
-    done
-    echo
-    if [ -n "${RPS[a.switchyard]+x}" ]; then
-        echo "switchyard/haproxy (a): requests/s $(ratio "${RPS[a.switchyard]}" "${RPS[a.haproxy]}")x," \
-            "p99 $(ratio "${P99[a.switchyard]}" "${P99[a.haproxy]}")x" \
-            "(target: requests/s ≥ 1.00x, p99 ≤ 1.00x)"
-    else
-        echo "switchyard/haproxy (a): SKIP (switchyard not run)"
+    if has a; then
+        echo "### (a) small responses (19 bytes), keep-alive"
+        echo
+        echo "| target | requests/s | p99 (ms) | errors |"
+        echo "|---|---:|---:|---|"
+        for name in direct nginx haproxy switchyard; do
+            k=a.$name
+            if [ -z "${RPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
+            echo "| $name | ${RPS[$k]} | ${P99[$k]} | ${ERR[$k]} |"
+        done
+        echo
+        if [ -n "${RPS[a.switchyard]+x}" ]; then
+            echo "switchyard/haproxy (a): requests/s $(ratio "${RPS[a.switchyard]}" "${RPS[a.haproxy]}")x," \
+                "p99 $(ratio "${P99[a.switchyard]}" "${P99[a.haproxy]}")x" \
+                "(target: requests/s ≥ 1.00x, p99 ≤ 1.00x)"
+        else
+            echo "switchyard/haproxy (a): SKIP (switchyard not run)"
+        fi
+        echo
     fi
-    echo
-    echo "### (b) 1 MiB responses"
-    echo
-    echo "| target | requests/s | MB/s | errors |"
-    echo "|---|---:|---:|---|"
-    for name in direct nginx haproxy switchyard; do
-        k=b.$name
-        if [ -z "${RPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
-        echo "| $name | ${RPS[$k]} | ${MBS[$k]} | ${ERR[$k]} |"
-    done
-    echo
-    echo "### (c) HTTPS, small responses, keep-alive"
-    echo
-    echo "Same as (a) over TLS 1.3 (ECDSA P-256 certificate); the proxies speak plain HTTP to the backend."
-    echo
-    echo "| target | requests/s | p99 (ms) | errors |"
-    echo "|---|---:|---:|---|"
-    for name in nginx haproxy switchyard; do
-        k=c.$name
-        if [ -z "${RPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
-        echo "| $name | ${RPS[$k]} | ${P99[$k]} | ${ERR[$k]} |"
-    done
-    echo
-    if [ -n "${RPS[c.switchyard]+x}" ]; then
-        echo "switchyard/haproxy (c): requests/s $(ratio "${RPS[c.switchyard]}" "${RPS[c.haproxy]}")x," \
-            "p99 $(ratio "${P99[c.switchyard]}" "${P99[c.haproxy]}")x"
-    else
-        echo "switchyard/haproxy (c): SKIP (switchyard not run)"
+    if has b; then
+        echo "### (b) 1 MiB responses"
+        echo
+        echo "| target | requests/s | MB/s | errors |"
+        echo "|---|---:|---:|---|"
+        for name in direct nginx haproxy switchyard; do
+            k=b.$name
+            if [ -z "${RPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
+            echo "| $name | ${RPS[$k]} | ${MBS[$k]} | ${ERR[$k]} |"
+        done
+        echo
     fi
-    echo
-    echo "### (d) new TLS 1.3 connections, full handshake + one request each"
-    echo
-    echo "$TLS_CLIENTS × \`openssl s_time -new -tls1_3 -www /\` for ${D}s on CPU $CCPU (no session resumption;"
-    echo "HTTP/1.0, the server closes). One client core is usually the bottleneck (an OpenSSL 3 client"
-    echo "handshake costs more CPU than a server one; see the proxy CPU column), so compare the proxy's"
-    echo "CPU time per connection: its user + system time over the run (nginx: master + worker) divided"
-    echo "by the connections."
-    echo
-    echo "| target | connections/s | proxy CPU | proxy CPU per connection (µs) | errors |"
-    echo "|---|---:|---:|---:|---|"
-    for name in nginx haproxy switchyard; do
-        k=d.$name
-        if [ -z "${CPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
-        echo "| $name | ${CPS[$k]} | ${CPU[$k]} | ${USPC[$k]} | ${ERR[$k]} |"
-    done
-    echo
-    if [ -n "${CPS[d.switchyard]+x}" ]; then
-        echo "switchyard/haproxy (d): connections/s $(ratio "${CPS[d.switchyard]}" "${CPS[d.haproxy]}")x," \
-            "CPU per connection $(ratio "${USPC[d.switchyard]}" "${USPC[d.haproxy]}")x"
-    else
-        echo "switchyard/haproxy (d): SKIP (switchyard not run)"
+    if has c; then
+        echo "### (c) HTTPS, small responses, keep-alive"
+        echo
+        echo "Same as (a) over TLS 1.3 (ECDSA P-256 certificate); the proxies speak plain HTTP to the backend."
+        echo
+        echo "| target | requests/s | p99 (ms) | errors |"
+        echo "|---|---:|---:|---|"
+        for name in nginx haproxy switchyard; do
+            k=c.$name
+            if [ -z "${RPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
+            echo "| $name | ${RPS[$k]} | ${P99[$k]} | ${ERR[$k]} |"
+        done
+        echo
+        if [ -n "${RPS[c.switchyard]+x}" ]; then
+            echo "switchyard/haproxy (c): requests/s $(ratio "${RPS[c.switchyard]}" "${RPS[c.haproxy]}")x," \
+                "p99 $(ratio "${P99[c.switchyard]}" "${P99[c.haproxy]}")x"
+        else
+            echo "switchyard/haproxy (c): SKIP (switchyard not run)"
+        fi
+        echo
     fi
-    echo
+    if has d; then
+        echo "### (d) new TLS 1.3 connections, full handshake + one request each"
+        echo
+        echo "$TLS_CLIENTS × \`openssl s_time -new -tls1_3 -www /\` for ${D}s on CPU $CCPU (no session resumption;"
+        echo "HTTP/1.0, the server closes). One client core is usually the bottleneck (an OpenSSL 3 client"
+        echo "handshake costs more CPU than a server one; see the proxy CPU column), so compare the proxy's"
+        echo "CPU time per connection: its user + system time over the run (nginx: master + worker) divided"
+        echo "by the connections."
+        echo
+        echo "| target | connections/s | proxy CPU | proxy CPU per connection (µs) | errors |"
+        echo "|---|---:|---:|---:|---|"
+        for name in nginx haproxy switchyard; do
+            k=d.$name
+            if [ -z "${CPS[$k]+x}" ]; then echo "| $name | SKIP | SKIP | SKIP | BENCH_ONLY_ANCHORS=1 |"; continue; fi
+            echo "| $name | ${CPS[$k]} | ${CPU[$k]} | ${USPC[$k]} | ${ERR[$k]} |"
+        done
+        echo
+        if [ -n "${CPS[d.switchyard]+x}" ]; then
+            echo "switchyard/haproxy (d): connections/s $(ratio "${CPS[d.switchyard]}" "${CPS[d.haproxy]}")x," \
+                "CPU per connection $(ratio "${USPC[d.switchyard]}" "${USPC[d.haproxy]}")x"
+        else
+            echo "switchyard/haproxy (d): SKIP (switchyard not run)"
+        fi
+        echo
+    fi
     echo "Negotiated by a default OpenSSL client (as wrk and s_time):"
     for name in nginx haproxy switchyard; do
         [ -z "${TLSP[$name]+x}" ] || echo "$name ${TLSP[$name]};"

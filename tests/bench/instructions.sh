@@ -25,7 +25,9 @@ die() { printf 'bench-instructions: %s\n' "$*" >&2; exit 1; }
 for t in valgrind callgrind_control curl; do
     command -v $t >/dev/null || die "$t not found: run make deps"
 done
-[ -x "$SY" ] && [ -x "$ORIGIN" ] || die "$SY or $ORIGIN not found: build first (make build)"
+if [ ! -x "$SY" ] || [ ! -x "$ORIGIN" ]; then
+    die "$SY or $ORIGIN not found: build first (make build)"
+fi
 
 W=$(mktemp -d /tmp/switchyard-instr.XXXXXX)
 pids=()
@@ -33,13 +35,13 @@ cleanup() {
     local p
     for p in ${pids[@]+"${pids[@]}"}; do kill -TERM "$p" 2>/dev/null || true; done
     for p in ${pids[@]+"${pids[@]}"}; do wait "$p" 2>/dev/null || true; done
-    [ "${INSTR_KEEP:-0}" = 1 ] && echo "kept $W" >&2 || rm -rf "$W"
+    if [ "${INSTR_KEEP:-0}" = 1 ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 
 # The origin on a port of its choosing.
 "$ORIGIN" --listen 127.0.0.1:0 --pool blue --name b1 --quiet >"$W/origin.out" &
-pids+=($!)
+pids+=("$!")
 for _ in $(seq 100); do grep -q 'listening' "$W/origin.out" 2>/dev/null && break; sleep 0.05; done
 OPORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$W/origin.out")
 [ -n "$OPORT" ] || die "the origin did not start"
@@ -66,7 +68,7 @@ run_scenario() { # name, curl args...
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
         "$SY" -c "$W/sy.yaml" 2>"$W/sy.$name.err" &
     local vpid=$!
-    pids+=($vpid)
+    pids+=("$vpid")
     local port=
     for _ in $(seq 400); do
         port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$W/sy.$name.err" | head -1)
