@@ -42,7 +42,7 @@ struct origin {
     struct conn *conns; /* owned: every open connection, for cleanup at exit */
     SSL_CTX *tls;       /* owned; NULL = plain HTTP, else every connection is TLS */
     uint64_t tls_handshakes;
-    uint64_t tls_resumed; /* of those, abbreviated handshakes (session resumed) */
+    uint64_t tls_resumed;                  /* of those, abbreviated handshakes (session resumed) */
     struct origin_sni sni[ORIGIN_SNI_MAX]; /* by first appearance */
     size_t nsni;
 };
