@@ -137,3 +137,16 @@ conf_destroy(struct conf **cp)
     free(c);
     *cp = NULL;
 }
+
+bool
+conf_str_equal(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+bool
+conf_upstream_tls_equal(const struct conf_upstream_tls *a, const struct conf_upstream_tls *b)
+{
+    return a->enabled == b->enabled && a->verify == b->verify && conf_str_equal(a->ca, b->ca) &&
+           conf_str_equal(a->sni, b->sni);
+}

@@ -303,4 +303,11 @@ int conf_parse_plan_shorthand(const char *s, struct conf_plan *plan, char *err, 
 int conf_pool_from_name(const char *name);
 const char *conf_pool_name(enum pool_id id);
 
+/* Whether two optional strings are equal (both NULL, or the same text). */
+bool conf_str_equal(const char *a, const char *b);
+
+/* Whether two pools' upstream TLS settings are the same (connections and health checks made
+ * under a stay valid under b). */
+bool conf_upstream_tls_equal(const struct conf_upstream_tls *a, const struct conf_upstream_tls *b);
+
 #endif

@@ -223,13 +223,11 @@ daemon_reload(struct daemon *d, struct conf_err *err)
         nc->routing.live != oc->routing.live || nc->routing.standby_bp != oc->routing.standby_bp;
     enum pool_id new_live = nc->routing.live;
     uint32_t new_bp = nc->routing.standby_bp;
-    if (nc->log.error == NULL ? oc->log.error != NULL
-                              : (oc->log.error == NULL || strcmp(nc->log.error, oc->log.error)))
+    if (!conf_str_equal(nc->log.error, oc->log.error))
         if (log_open(nc->log.level, nc->log.error) == -1)
             log_error("reload: cannot open log %s: %s", nc->log.error, strerror(errno));
     log_set_level(nc->log.level);
-    if (nc->log.access == NULL ? oc->log.access != NULL
-                               : (oc->log.access == NULL || strcmp(nc->log.access, oc->log.access)))
+    if (!conf_str_equal(nc->log.access, oc->log.access))
         log_warn("reload: a log.access change takes effect at the next restart");
     health_set_snapshot(d->health, ns);
     for (int i = 0; i < d->nworkers; i++)

@@ -538,23 +538,16 @@ hsrv_destroy(struct hsrv **p)
     xfree(p);
 }
 
-static bool
-str_eq(const char *a, const char *b)
-{
-    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
 /* Whether a check started under a (and tls ta) would be judged or sent differently under b
  * (and tb). */
 static bool
 request_changed(const struct conf_health *a, const struct conf_upstream_tls *ta,
                 const struct conf_health *b, const struct conf_upstream_tls *tb)
 {
-    return !str_eq(a->path, b->path) || !str_eq(a->host, b->host) ||
-           !str_eq(a->body_contains, b->body_contains) || a->timeout_ms != b->timeout_ms ||
+    return !conf_str_equal(a->path, b->path) || !conf_str_equal(a->host, b->host) ||
+           !conf_str_equal(a->body_contains, b->body_contains) || a->timeout_ms != b->timeout_ms ||
            a->expect_min != b->expect_min || a->expect_max != b->expect_max ||
-           ta->enabled != tb->enabled || ta->verify != tb->verify || !str_eq(ta->ca, tb->ca) ||
-           !str_eq(ta->sni, tb->sni);
+           !conf_upstream_tls_equal(ta, tb);
 }
 
 static struct hsrv *

@@ -99,19 +99,6 @@ carry_stats(struct server *srv, const struct server *old)
     free(t);
 }
 
-static bool
-str_equal(const char *a, const char *b)
-{
-    return a == NULL ? b == NULL : (b != NULL && strcmp(a, b) == 0);
-}
-
-static bool
-upstream_tls_equal(const struct conf_upstream_tls *a, const struct conf_upstream_tls *b)
-{
-    return a->enabled == b->enabled && a->verify == b->verify && str_equal(a->ca, b->ca) &&
-           str_equal(a->sni, b->sni);
-}
-
 /* The server for cs in the new snapshot: the previous one when nothing about it changed, so
  * its state, slots and idle connections carry over; a new one that copies the previous one's
  * health, admin and ejection state and carries its counters over (carry_stats) when only its
@@ -130,7 +117,7 @@ server_for(const struct conf_server *cs, const struct snapshot *prev, const stru
     if (old == NULL)
         return server_create(cs, pool, nworkers, initial_health);
     if (old->weight == weight && old->nworkers == nworkers &&
-        upstream_tls_equal(&prev->pools[pool].conf->tls, &cp->tls))
+        conf_upstream_tls_equal(&prev->pools[pool].conf->tls, &cp->tls))
         return server_ref(old);
     /* Relaxed: each field is an independent word, and the main thread, which runs this, is
      * the one that writes them (health checks, control API, ejection timers). */
