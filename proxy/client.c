@@ -28,7 +28,10 @@
 #define CLIENT_MAX_SINGLE_READ (64 * 1024)
 #define CLOSING_DEADLINE_MS 5000
 #define LINGER_MS 2000
-#define DRAIN_GRACE_MS 500
+/* Draining: an idle keep-alive connection closes after a grace (a client that is sending its
+ * next request right now gets an answer) plus a random spread (not all at once). */
+#define DRAIN_GRACE_MS 200
+#define DRAIN_SPREAD_MS 500
 
 static int on_begin(void *arg);
 static int on_head(void *arg);
@@ -434,9 +437,8 @@ void
 client_drain(struct client *c)
 {
     if (c->state == CS_IDLE && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
-        /* Spread the closes so clients that are just sending are not all cut at once. */
         evtimer_del(c->timer);
-        arm_timer(c, route_rand(&c->w->rng) % DRAIN_GRACE_MS);
+        arm_timer(c, DRAIN_GRACE_MS + route_rand(&c->w->rng) % DRAIN_SPREAD_MS);
     }
 }
 
