@@ -48,7 +48,13 @@ conf_pool_init(struct conf_pool *p)
     p->tls.verify = true;
     p->tls.ca = NULL;  /* the system trust store */
     p->tls.sni = NULL; /* no SNI */
-    p->max_idle = 64;
+    /* Sized for traffic, not for the backend's comfort: a worker opens as many connections to a
+     * server as it has requests in flight to it anyway, and keeps them afterwards up to this
+     * many. The idle list is last-in first-out, so connections a quieter period does not need
+     * sit at the bottom and close after idle_timeout: the pool follows the load. With 64 (the
+     * old default, and nginx's usual `keepalive 64`) 1,000 client connections reconnected to
+     * the backend on most requests (11.0k req/s against 27-30k with 1024; tests/bench). */
+    p->max_idle = 1024;
     p->idle_timeout_ms = 60 * SECOND_MS;
     p->retries = 1;
 }

@@ -237,6 +237,44 @@ class UpstreamPoolTest(h.ProxyTestCase):
         self.assertEqual(st['connections_open'] - 1, 2, 'idle upstream connections with '
                          'max_idle 2 after 5 concurrent requests: %s' % st)
 
+    def test_idle_pool_follows_load(self):
+        """The default max_idle keeps what a burst opened; the newest idle connection is reused
+        first, so the ones a quieter period does not need age out after idle_timeout."""
+        self.b1 = self.origin('blue', 'b1')
+        self.g1 = self.origin('green', 'g1')
+        cfg = self.config([self.b1], [self.g1], workers=1)
+        cfg['pools']['blue']['idle_timeout'] = '1s'
+        p = self.proxy(cfg)
+        res = []
+
+        def one():
+            try:
+                res.append(h.one_request(p.port, 'GET', '/?delay=300').status)
+            except Exception as e:
+                res.append(repr(e))
+        ts = [threading.Thread(target=one) for _ in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(10)
+        self.assertEqual(res, [200] * 6)
+        self.assertTrue(h.wait_until(lambda: self.b1.stats()['connections_open'] - 1 == 6, 3),
+                        'all 6 upstream connections of the burst kept idle (default max_idle): '
+                        '%s' % self.b1.stats())
+        accepted = self.b1.stats()['connections_accepted']
+        # Sequential requests for 2.5 s (past idle_timeout): always the same newest connection.
+        deadline = time.monotonic() + 2.5
+        n = 0
+        while time.monotonic() < deadline:
+            self.assertStatus(h.one_request(p.port), 200)
+            n += 1
+            time.sleep(0.05)
+        st = self.b1.stats()
+        self.assertEqual(st['connections_accepted'], accepted + 1,
+                         '%d sequential requests reused one idle connection: %s' % (n, st))
+        self.assertEqual(st['connections_open'] - 1, 1,
+                         'the 5 unused idle connections closed after idle_timeout: %s' % st)
+
     def test_concurrent_requests_use_separate_upstreams(self):
         p = self.setup_basic(workers=1)
         res = []

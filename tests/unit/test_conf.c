@@ -117,8 +117,8 @@ test_minimal_and_defaults(void)
                h->passive.max_ejection_percent == 50 && !h->passive.eject_on_5xx,
            "pool %d: passive defaults (5, 30s, 50%%, no 5xx)", i);
         ok(!p->tls.enabled && p->tls.verify && p->tls.ca == NULL && p->tls.sni == NULL &&
-               p->max_idle == 64 && p->idle_timeout_ms == 60000 && p->retries == 1,
-           "pool %d: no TLS, 64 idle, 60s idle timeout, 1 retry", i);
+               p->max_idle == 1024 && p->idle_timeout_ms == 60000 && p->retries == 1,
+           "pool %d: no TLS, 1024 idle, 60s idle timeout, 1 retry", i);
     }
     ok(c->routing.live == POOL_BLUE && c->routing.standby_bp == 0 &&
            c->routing.balance == BALANCE_P2C && c->routing.failover,
