@@ -20,11 +20,22 @@
 
 #define FIRST_ROUND_MARGIN_MS 100
 
-/* One checked server. Connections are not reused between checks (CURLOPT_FORBID_REUSE): each
- * check opens a fresh connection, so it also tests the accept path that a new upstream
- * connection takes (a full backlog or a dead process shows as refused or timed out, not hidden
- * behind an old keep-alive connection), and no idle socket lingers in the multi handle between
- * checks. At the default 2 s interval a handshake per check is noise. */
+/* One checked server. A check reuses the connection of the previous one (HTTP keep-alive, in
+ * the multi handle's connection cache) for at most HEALTH_CONN_CHECKS checks (2 s when the
+ * interval is shorter); then it opens a new one, so the accept path a new upstream connection
+ * takes is still tested (a full backlog or a process that stopped accepting shows within that
+ * many intervals), while most checks cost a request instead of a TCP (and TLS) handshake. A
+ * server that closes the kept connection costs nothing: libcurl finds it closed before reusing
+ * it, or retries once on a new connection when it closes just as the request goes out. A dead
+ * process closes the connection (refused on the next check), a hung one times out.
+ * Only for intervals under HEALTH_REUSE_BELOW_MS.
+ * 200 servers at 1 s: 4.0% of a core with a new connection per check (HAProxy, which does that:
+ * 2.6%), 2.8% reusing connections, 1.3% with checks grouped (HEALTH_SLACK_MS). */
+#define HEALTH_CONN_CHECKS 10
+/* Checks this far apart open a new connection each: they cost little, and a connection idle that
+ * long would often be closed by the server's own keep-alive timeout (Apache, Node: 5 s). */
+#define HEALTH_REUSE_BELOW_MS 5000
+
 struct hsrv {
     struct health *h;                    /* borrowed: the owner */
     struct server *srv;                  /* borrowed (lives while h->snap does) */
@@ -222,11 +233,22 @@ on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 /* ---- one check ------------------------------------------------------------------------- */
 
+/* A check due later than now starts at the next multiple of HEALTH_SLACK_MS (of the monotonic
+ * clock) at or after it is due, so the checks of many servers share wake-ups of the main thread
+ * instead of taking one each: 200 servers at 1 s cost 2.8% of a core without it. The bounds
+ * stay those of due_ms plus at most this much. */
+#define HEALTH_SLACK_MS 50
+
 static void
 arm(struct hsrv *hs, uint64_t delay_ms)
 {
-    struct timeval tv = ms_tv(delay_ms);
-    hs->due_ms = now_ms() + delay_ms;
+    uint64_t now = now_ms();
+    uint64_t at = now + delay_ms;
+
+    hs->due_ms = at;
+    if (delay_ms > 0)
+        at = (at + HEALTH_SLACK_MS - 1) / HEALTH_SLACK_MS * HEALTH_SLACK_MS;
+    struct timeval tv = ms_tv(at - now);
     evtimer_add(hs->timer, &tv);
 }
 
@@ -295,7 +317,6 @@ build_request(struct hsrv *hs)
     curl_easy_setopt(hs->easy, CURLOPT_PRIVATE, (char *)hs);
     curl_easy_setopt(hs->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(hs->easy, CURLOPT_PROXY, "");
-    curl_easy_setopt(hs->easy, CURLOPT_FORBID_REUSE, 1L);
     curl_easy_setopt(hs->easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(hs->easy, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(hs->easy, CURLOPT_PROTOCOLS_STR, scheme);
@@ -332,6 +353,13 @@ start_check(struct hsrv *hs)
     hs->errbuf[0] = '\0';
     curl_easy_setopt(hs->easy, CURLOPT_TIMEOUT_MS, (long)hs->hc->timeout_ms);
     curl_easy_setopt(hs->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)hs->hc->timeout_ms);
+    /* libcurl replaces a connection older than this many whole seconds plus one (it compares
+     * the age truncated to seconds with ">"): a new connection after HEALTH_CONN_CHECKS
+     * checks, or 2 s when the interval is under 200 ms. */
+    long life_s = (long)(HEALTH_CONN_CHECKS * hs->hc->interval_ms / 1000) - 1;
+    curl_easy_setopt(hs->easy, CURLOPT_MAXLIFETIME_CONN, life_s < 1 ? 1L : life_s);
+    curl_easy_setopt(hs->easy, CURLOPT_FORBID_REUSE,
+                     hs->hc->interval_ms >= HEALTH_REUSE_BELOW_MS ? 1L : 0L);
     mc = curl_multi_add_handle(h->multi, hs->easy);
     if (mc != CURLM_OK) {
         result(hs, false, curl_multi_strerror(mc));
@@ -352,6 +380,13 @@ on_check_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     start_check(hs);
+    /* Start the transfer now rather than through libcurl's 0 ms timer: one trip through the
+     * event loop less per check. We are not inside a libcurl callback, so this is allowed. */
+    if (hs->in_flight) {
+        int running;
+        curl_multi_socket_action(hs->h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        check_done(hs->h);
+    }
 }
 
 static void first_round_check(struct health *h);
@@ -595,6 +630,9 @@ health_set_snapshot(struct health *h, struct snapshot *snap)
 
     for (int p = 0; p < POOL_COUNT; p++)
         n += snap->pools[p].nservers;
+    /* One kept connection per checked server (libcurl's default keeps 4 per transfer in flight,
+     * which would close most of them between checks). */
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)n + 16);
     next = xcalloc(n ? n : 1, sizeof(*next));
     n = 0;
     for (int p = 0; p < POOL_COUNT; p++) {

@@ -54,7 +54,7 @@ class Responder:
     names pool and server like the test origin does. Attributes may be changed while it runs."""
 
     def __init__(self, name, pool='blue', status=200, health_status=200, health_body=b'ok',
-                 health_delay=0.0, health_headers=()):
+                 health_delay=0.0, health_headers=(), idle_close=10.0):
         self.name = name
         self.pool = pool
         self.status = status
@@ -64,15 +64,21 @@ class Responder:
         self.health_headers = list(health_headers)
         self.health_hits = 0
         self.other_hits = 0
+        self.connections = 0   # accepted
         self.lock = threading.Lock()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = 'HTTP/1.1'
-            timeout = 10
+            timeout = idle_close   # an idle keep-alive connection is closed after this
 
             def log_message(self, *a):
                 pass
+
+            def setup(self):
+                with outer.lock:
+                    outer.connections += 1
+                super().setup()
 
             def _answer(self):
                 n = int(self.headers.get('Content-Length') or 0)
@@ -397,6 +403,69 @@ class ActiveCheckTest(HealthTestCase):
                       FALL * (INTERVAL + 0.5) + 0.5 + MARGIN + 1, mark)
         s.health_delay = 0
         self.wait_log(p, health_rx('blue', 's1', 'down', 'up', 'ok'), 3, mark)
+
+
+class ConnectionReuseTest(HealthTestCase):
+    """Checks reuse their connection (keep-alive) for at most 10 checks, then open a new one."""
+
+    def reuse_cfg(self, r):
+        g1 = self.origin('green', 'g1')
+        cfg = self.health_cfg([], [g1], workers=1)
+        cfg['pools']['blue']['servers'] = [r.server_entry()]
+        cfg['pools']['blue']['health'] = {'path': '/health'}
+        return cfg
+
+    def test_checks_reuse_a_connection_for_ten_checks(self):
+        r = self.responder('b1')
+        p = self.proxy(self.reuse_cfg(r))
+        self.wait_log(p, health_rx('blue', 'b1', 'unknown', 'up', 'ok'), 3)
+        with r.lock:
+            c0, n0 = r.connections, r.health_hits
+        time.sleep(4.5)   # ~22 checks at 200 ms; a connection lives 10 x 200 ms = 2 s
+        with r.lock:
+            c1, n1 = r.connections, r.health_hits
+        checks, conns = n1 - n0, c1 - c0
+        self.assertGreaterEqual(checks, 15, 'checks at 200 ms in 4.5 s')
+        self.assertLessEqual(conns, 4, '%d checks opened %d connections: not reused' % (
+            checks, conns))
+        self.assertGreaterEqual(conns, 2, '%d checks on %d new connections: a connection must '
+                                'not serve more than 10 checks' % (checks, conns))
+        self.assertEqual([ln for ln in health_lines(p) if 'blue/b1 ' in ln and ' up ->' in ln],
+                         [], 'b1 flapped')
+
+    def test_server_closing_idle_connections_fails_no_check(self):
+        """A server with a keep-alive timeout shorter than the interval closes the kept
+        connection between checks: the next check finds it closed and opens a new one."""
+        r = self.responder('b1', idle_close=0.05)
+        p = self.proxy(self.reuse_cfg(r))
+        self.wait_log(p, health_rx('blue', 'b1', 'unknown', 'up', 'ok'), 3)
+        with r.lock:
+            c0, n0 = r.connections, r.health_hits
+        time.sleep(2.0)
+        with r.lock:
+            c1, n1 = r.connections, r.health_hits
+        self.assertGreaterEqual(n1 - n0, 7, 'checks at 200 ms in 2 s')
+        self.assertGreaterEqual(c1 - c0, n1 - n0 - 1, 'every check needed a new connection')
+        trans = [ln for ln in health_lines(p) if 'blue/b1 ' in ln]
+        self.assertEqual(len(trans), 1, 'only unknown -> up, no failed check:\n%s' %
+                         '\n'.join(trans))
+
+    def test_server_that_stops_accepting_goes_down(self):
+        """The server closes its listener but its thread on the kept connection still answers:
+        within 10 checks a new connection is due, is refused, and fall checks later it is
+        down."""
+        r = self.responder('b1')
+        p = self.proxy(self.reuse_cfg(r))
+        self.wait_log(p, health_rx('blue', 'b1', 'unknown', 'up', 'ok'), 3)
+        mark = p.err.count()
+        t0 = time.monotonic()
+        r.srv.shutdown()
+        r.srv.server_close()   # the listener only: the handler thread keeps its connection
+        self.wait_log(p, health_rx('blue', 'b1', 'up', 'down', 'connection refused'),
+                      (11 + FALL) * INTERVAL + TIMEOUT + MARGIN + 2, mark)
+        took = time.monotonic() - t0
+        bound = (11 + FALL) * (INTERVAL + 0.05) + TIMEOUT + MARGIN   # 50 ms: timer grouping
+        self.assertLessEqual(took, bound, 'down %.2fs after the listener closed' % took)
 
 
 class KillTest(HealthTestCase):
