@@ -220,7 +220,10 @@ client_create(struct worker *w, int fd, const struct sockaddr *addr, int addrlen
     bufferevent_setwatermark(bev, EV_READ, 0, conf->limits.max_header_bytes + 64 * 1024);
     bufferevent_setwatermark(bev, EV_WRITE, RELAY_LOW_BYTES, 0);
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (tls)
+        bufferevent_enable(bev, EV_READ | EV_WRITE);
+    else
+        sock_enable_rw(bev);
     /* The first request's header deadline runs from accept. */
     arm_timer(c, conf->timeouts.client_header_ms);
     return c;
@@ -383,7 +386,10 @@ client_close_after_flush(struct client *c)
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (c->tls)
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    else
+        sock_enable_rw(c->bev);
     evtimer_del(c->timer);
     arm_timer(c, CLOSING_DEADLINE_MS);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)

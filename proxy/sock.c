@@ -203,6 +203,16 @@ sock_hook_reads(struct bufferevent *bev)
 }
 
 void
+sock_enable_rw(struct bufferevent *bev)
+{
+    bufferevent_enable(bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        bufferevent_enable(bev, EV_WRITE);
+    else
+        bev->enabled |= EV_WRITE;
+}
+
+void
 sock_add_body(struct evbuffer *out, const char *at, size_t len, bool chunked)
 {
     if (chunked) {

@@ -46,6 +46,14 @@ void sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, enum so
  * re-creates the read event). Not for OpenSSL bufferevents. */
 void sock_hook_reads(struct bufferevent *bev);
 
+/* bufferevent_enable(bev, EV_READ | EV_WRITE) for a plain socket bufferevent, except that the
+ * write event is registered only when there is something to write. libevent registers it at
+ * once and, when it fires with nothing to send, removes it again: two epoll_ctl calls and a
+ * wake-up for nothing on every new connection and every lingering close. The state left is the
+ * one libevent leaves after writing everything (writing enabled, event not pending), where
+ * adding output registers the event. Not for TLS bufferevents. */
+void sock_enable_rw(struct bufferevent *bev);
+
 /* Appends a body piece to out, framed as one chunk when `chunked` (size line, data, CRLF),
  * as it is otherwise. Used for both directions when a body is re-chunked. */
 void sock_add_body(struct evbuffer *out, const char *at, size_t len, bool chunked);
