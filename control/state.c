@@ -2,6 +2,7 @@
  * the local state file (written atomically: temp file, fsync, rename, fsync of the directory). */
 #include "control/state.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -419,6 +421,42 @@ read_all(int fd, const char *path, size_t *len, char *err, size_t errlen)
     return buf;
 }
 
+/* Removes the "<path>.tmp.<pid>" files of processes that are gone: a kill between the open and
+ * the rename of a write leaves one, and a restart writes under another pid, so they would pile
+ * up (they are never read). A file whose process still exists is left alone. */
+static void
+remove_stale_temps(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == NULL   ? xstrdup(".")
+                : slash == path ? xstrdup("/")
+                                : xstrndup(path, (size_t)(slash - path));
+    const char *base = slash ? slash + 1 : path;
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+
+    free(dir);
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        const char *digits = e->d_name + blen + 5;
+        char *end;
+        long pid;
+
+        if (strncmp(e->d_name, base, blen) != 0 || strncmp(e->d_name + blen, ".tmp.", 5) != 0 ||
+            *digits < '0' || *digits > '9')
+            continue;
+        errno = 0;
+        pid = strtol(digits, &end, 10);
+        if (*end != '\0' || errno != 0 || pid <= 0 || pid == (long)getpid() ||
+            kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
 static int
 file_load(struct state_store *s, struct state *out, char *err, size_t errlen)
 {
@@ -432,6 +470,7 @@ file_load(struct state_store *s, struct state *out, char *err, size_t errlen)
 
     state_init(out);
     fs->known_generation = 0;
+    remove_stale_temps(fs->path);
     fd = open(fs->path, O_RDONLY | O_CLOEXEC);
     if (fd == -1 && errno == ENOENT)
         return 1;

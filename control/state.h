@@ -89,7 +89,8 @@ struct state_store {
 /* The local state file at path (copied), written atomically: the JSON goes to
  * "<path>.tmp.<pid>" (mode 0640), is fsync'ed, renamed over path, and the directory is
  * fsync'ed, so a crash leaves either the old or the new file, never a mix; a stale temporary
- * file from a crash is ignored (and never read). Nothing is touched until load() or cas().
+ * file from a crash is never read, and load() removes those whose process is gone. Nothing is
+ * touched until load() or cas().
  * The main thread is the only writer of the file: cas() compares expect_generation with the
  * generation the store itself last loaded or wrote (0 before any, or after a load that found
  * nothing usable), it does not re-read the file. Never NULL. */

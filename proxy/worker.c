@@ -56,6 +56,11 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *addr,
         close(fd);
         return;
     }
+    if (w->accept_errors > 0) {
+        log_info("worker %d: accepting again after %u failed attempt%s", w->id, w->accept_errors,
+                 w->accept_errors == 1 ? "" : "s");
+        w->accept_errors = 0;
+    }
     if (client_create(w, fd, addr, socklen, l->route_to, l->tls) == NULL)
         return;
     w->nclients++;
@@ -82,8 +87,11 @@ on_accept_error(struct evconnlistener *lev, void *arg)
     struct worker_listener *l = arg;
     struct worker *w = l->w;
     int err = EVUTIL_SOCKET_ERROR();
-    log_warn("worker %d: accept: %s; pausing accept for %d ms", w->id, strerror(err),
-             ACCEPT_RETRY_MS);
+    /* Out of descriptors (EMFILE, ENFILE) or memory: new connections wait in the backlog and
+     * accept is retried every ACCEPT_RETRY_MS. One line per episode, not ten a second. */
+    if (w->accept_errors++ == 0)
+        log_warn("worker %d: accept: %s; pausing accept, retrying every %d ms", w->id,
+                 strerror(err), ACCEPT_RETRY_MS);
     w->accept_paused = true;
     listeners_enable(w, false);
     struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};

@@ -71,6 +71,7 @@ struct worker {
     uint32_t nclients;
     int nworkers; /* max_connections is shared evenly between the workers */
     bool accept_paused;
+    uint32_t accept_errors; /* accept failures in a row (EMFILE...): logged once per episode */
     bool draining;
     TAILQ_HEAD(client_list, client) clients;
     struct client *spare_clients; /* closed clients kept with their buffers (client.c) */

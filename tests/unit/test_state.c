@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "conf/xalloc.h"
@@ -205,29 +206,41 @@ test_round_trip(void)
     state_store_destroy(NULL);
 }
 
-/* A crash between writing the temporary file and the rename leaves it behind: load ignores it,
- * the next write works and leaves the stale file alone. */
+/* A crash between writing the temporary file and the rename leaves it behind: load never reads
+ * it, and removes it when its process is gone (a child we made and reaped), while one whose
+ * process exists (pid 1) stays. The next write works. */
 static void
 test_crash(void)
 {
     struct state_store *s = state_store_file(path);
     struct state st, got;
-    char stale[300], err[512], names[512];
+    char stale[300], alive[300], err[512], names[512];
     int rc;
 
-    snprintf(stale, sizeof(stale), "%s.tmp.999999", path);
+    pid_t dead = fork();
+
+    if (dead == 0)
+        _exit(0);
+    waitpid(dead, NULL, 0);
+    snprintf(stale, sizeof(stale), "%s.tmp.%d", path, (int)dead);
+    snprintf(alive, sizeof(alive), "%s.tmp.1", path);
     put(stale, "{\"version\":1,\"generation\":9", 27); /* a half-written newer state */
+    put(alive, "{\"version\":1,\"generation\":9", 27);
     rc = state_store_load(s, &got, err, sizeof(err));
     ok(rc == 0 && got.generation == 45, "a stale half-written temporary file is ignored");
+    list_dir(names, sizeof(names));
+    ok(strcmp(names, "state.json state.json.tmp.1") == 0 ||
+           strcmp(names, "state.json.tmp.1 state.json") == 0,
+       "load removed the temporary file of a dead process, kept pid 1's (%s)", names);
     sample_state(&st);
     st.generation = 46;
     rc = state_store_cas(s, got.generation, &st, err, sizeof(err));
     state_finish(&got);
     list_dir(names, sizeof(names));
-    ok(rc == 0 && (strcmp(names, "state.json state.json.tmp.999999") == 0 ||
-                   strcmp(names, "state.json.tmp.999999 state.json") == 0),
-       "writes still work; only the stale file remains besides the state (%s)", names);
-    unlink(stale);
+    ok(rc == 0 && (strcmp(names, "state.json state.json.tmp.1") == 0 ||
+                   strcmp(names, "state.json.tmp.1 state.json") == 0),
+       "writes still work; no temporary file of ours is left (%s)", names);
+    unlink(alive);
     state_finish(&st);
     state_store_destroy(&s);
 }
