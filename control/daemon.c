@@ -259,26 +259,15 @@ daemon_route(struct daemon *d, enum pool_id live, uint32_t standby_bp, const cha
 {
     uint64_t t0 = clock_us();
     uint64_t gen = routing_publish(&d->routing, live, standby_bp, 0);
-    /* The store is sequentially consistent; the barrier makes sure no worker is in the middle
-     * of a decision taken with the old word when we answer. */
+    /* DESIGN §3: acknowledged only when no worker is still in a decision that may have read
+     * the old word (route.c: the store-load handshake). */
     if (d->started) {
-        struct worker_sync sync = {.acks = 0};
-        pthread_mutex_init(&sync.lock, NULL);
-        pthread_cond_init(&sync.cond, NULL);
-        int n = 0;
         for (int i = 0; i < d->nworkers; i++) {
-            if (d->workers[i] &&
-                !atomic_load_explicit(&d->workers[i]->done, memory_order_acquire)) {
-                worker_post_sync(d->workers[i], &sync);
-                n++;
-            }
+            if (d->workers[i] && route_decisions_wait(&d->workers[i]->decisions, 2000) != 0)
+                log_warn("routing: worker %d did not end a routing decision in 2 s "
+                         "(generation %llu)",
+                         i, (unsigned long long)gen);
         }
-        int acks = worker_sync_wait(&sync, n, 2000);
-        if (acks < n)
-            log_warn("routing: %d of %d workers acknowledged generation %llu in time", acks, n,
-                     (unsigned long long)gen);
-        pthread_mutex_destroy(&sync.lock);
-        pthread_cond_destroy(&sync.cond);
     }
     uint64_t us = clock_us() - t0;
     if (ack_us)

@@ -574,15 +574,13 @@ preview_pool(struct client *c, const struct conf *conf, const struct route_word 
 
 /* The bucket of DESIGN §3 step 2 and the pool of step 3 (step 1, preview, is the listener's). */
 static void
-route_request(struct client *c, const struct conf *conf)
+route_decide(struct client *c, const struct conf *conf, const struct route_word *rw)
 {
-    struct route_word rw;
-    routing_load(c->w->routing, &rw);
-    c->generation = rw.generation;
+    c->generation = rw->generation;
     c->routed = true;
     switch (c->route_to) {
     case ROUTE_TO_STANDBY:
-        c->pool = route_other_pool(rw.live);
+        c->pool = route_other_pool(rw->live);
         return;
     case ROUTE_TO_BLUE:
         c->pool = POOL_BLUE;
@@ -593,7 +591,7 @@ route_request(struct client *c, const struct conf *conf)
     case ROUTE_TO_NORMAL:
         break;
     }
-    int preview = preview_pool(c, conf, &rw);
+    int preview = preview_pool(c, conf, rw);
     if (preview >= 0) {
         c->pool = (enum pool_id)preview;
         return;
@@ -651,7 +649,18 @@ route_request(struct client *c, const struct conf *conf)
         }
     }
     c->bucket = (int32_t)bucket;
-    c->pool = route_pool_for_bucket(&rw, bucket);
+    c->pool = route_pool_for_bucket(rw, bucket);
+}
+
+/* A routing decision, in the worker's decision window (route.h: a rollback is acknowledged only
+ * when no decision that read the old word is still in progress). */
+static void
+route_request(struct client *c, const struct conf *conf)
+{
+    struct route_word rw;
+    route_decision_begin(&c->w->decisions, c->w->routing, &rw);
+    route_decide(c, conf, &rw);
+    route_decision_end(&c->w->decisions);
 }
 
 static int

@@ -43,6 +43,27 @@ void routing_init(struct routing *r, enum pool_id live, uint32_t standby_bp, uin
 /* Reads the current state. Any thread; call it per request. */
 void routing_load(const struct routing *r, struct route_word *out);
 
+/* One worker's routing decisions, so that the main thread can tell when no decision that may
+ * have read an older word is still being taken (the acknowledgement of DESIGN §3): a counter,
+ * odd while a decision is in progress. Written by its worker only, on a cache line of its own. */
+struct route_decisions {
+    _Alignas(64) atomic_uint_fast64_t seq;
+};
+
+/* Worker: starts a decision and reads the word into out. Every read of the word that a
+ * decision depends on must be this one, between begin and end. */
+void route_decision_begin(struct route_decisions *d, const struct routing *r,
+                          struct route_word *out);
+
+/* Worker: the decision is taken (the request has its pool). */
+void route_decision_end(struct route_decisions *d);
+
+/* Main thread, after routing_publish(): waits until the decision in progress on d, if any, has
+ * ended; every decision begun later reads the new word. Returns 0, or -1 when timeout_ms passed
+ * first (a worker stopped mid-decision: a bug). Yields the CPU while it waits, so a worker on
+ * the same core can finish. */
+int route_decisions_wait(const struct route_decisions *d, uint64_t timeout_ms);
+
 /* Publishes a new state with generation = old + 1 and returns that generation. Sequentially
  * consistent: once it returns, every later routing_load() on any thread sees the new state.
  * Only one thread (the main thread) publishes; standby_bp > 10000 is clamped. */

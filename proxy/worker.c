@@ -233,8 +233,6 @@ on_inbox(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_lock(&w->inbox_lock);
     struct snapshot *snap = w->inbox_snap;
     w->inbox_snap = NULL;
-    struct worker_sync *sync = w->inbox_sync;
-    w->inbox_sync = NULL;
     unsigned close_tunnels = w->inbox_close_tunnels;
     w->inbox_close_tunnels = 0;
     bool drain = w->inbox_drain;
@@ -242,12 +240,6 @@ on_inbox(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&w->inbox_lock);
     if (snap)
         swap_snapshot(w, snap);
-    if (sync) {
-        pthread_mutex_lock(&sync->lock);
-        sync->acks++;
-        pthread_cond_signal(&sync->cond);
-        pthread_mutex_unlock(&sync->lock);
-    }
     if (close_tunnels) {
         struct client *c = TAILQ_FIRST(&w->clients);
         while (c) {
@@ -375,36 +367,6 @@ worker_post_snapshot(struct worker *w, struct snapshot *snap)
     pthread_mutex_unlock(&w->inbox_lock);
     snapshot_release(&older);
     inbox_wake(w);
-}
-
-void
-worker_post_sync(struct worker *w, struct worker_sync *s)
-{
-    pthread_mutex_lock(&w->inbox_lock);
-    w->inbox_sync = s;
-    pthread_mutex_unlock(&w->inbox_lock);
-    inbox_wake(w);
-}
-
-int
-worker_sync_wait(struct worker_sync *s, int n, uint64_t timeout_ms)
-{
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += (time_t)(timeout_ms / 1000);
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&s->lock);
-    while (s->acks < n) {
-        if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) != 0)
-            break;
-    }
-    int acks = s->acks;
-    pthread_mutex_unlock(&s->lock);
-    return acks;
 }
 
 void

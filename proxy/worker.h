@@ -45,15 +45,6 @@ struct worker_socket {
     struct tls_ctx *tls; /* borrowed; NULL = plain HTTP */
 };
 
-/* A barrier the main thread waits on after publishing routing state: each worker acknowledges
- * from its inbox event, which runs between callbacks, so once every worker has acknowledged no
- * routing decision anywhere is still using the old state. */
-struct worker_sync {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int acks;
-};
-
 struct worker {
     int id;
     pthread_t thread;
@@ -86,12 +77,14 @@ struct worker {
     /* The inbox: written by the main thread, read by this worker, under inbox_lock (taken by
      * these two threads only, never on the request path). */
     pthread_mutex_t inbox_lock;
-    struct snapshot *inbox_snap;    /* ref */
-    struct worker_sync *inbox_sync; /* borrowed until acknowledged */
-    unsigned inbox_close_tunnels;   /* bit per pool: close its tunnels (drain.tunnel_timeout) */
+    struct snapshot *inbox_snap;  /* ref */
+    unsigned inbox_close_tunnels; /* bit per pool: close its tunnels (drain.tunnel_timeout) */
     bool inbox_drain;
     bool inbox_stop;
     atomic_bool done; /* set by the worker when its loop has ended */
+    /* Its routing decisions, which the main thread waits for after publishing a routing word
+     * (route_decisions_wait()). */
+    struct route_decisions decisions;
 };
 
 /* Makes a worker with its sockets (adopted: closed by the worker) and a snapshot ref. Main
@@ -107,15 +100,8 @@ int worker_start(struct worker *w);
 /* Hands a new snapshot (ref given) to the worker; it switches before its next request. Main. */
 void worker_post_snapshot(struct worker *w, struct snapshot *snap);
 
-/* Asks the worker to acknowledge on s once it is between callbacks. Main thread; s lives until
- * the acknowledgement (worker_sync_wait). */
-void worker_post_sync(struct worker *w, struct worker_sync *s);
-
 /* Asks the worker to close its tunnels to pool (drain.tunnel_timeout). Main thread. */
 void worker_post_close_tunnels(struct worker *w, enum pool_id pool);
-
-/* Waits until n acknowledgements arrived on s or timeout_ms passed. Returns the count. */
-int worker_sync_wait(struct worker_sync *s, int n, uint64_t timeout_ms);
 
 /* Asks the worker to stop accepting, finish in-flight requests and exit its loop. Main. */
 void worker_post_drain(struct worker *w);
