@@ -363,6 +363,12 @@ client_close(struct client *c)
 {
     if (c == NULL)
         return;
+    if (c->upstream_cut && c->out_body == HTTP_BODY_CLOSE) {
+        /* A close-delimited body (HTTP/1.0 client) ends with the connection: after a cut, a FIN
+         * would tell the client the body is complete. A reset says it is not. */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
     exchange_release(c, false);
     if (c->tunnel_counted) {
         stats_gauge(&client_pool_stats(c, c->pool)->tunnels, -1);
@@ -400,7 +406,11 @@ void
 client_fail(struct client *c, int status)
 {
     if (c->resp_started || status == 0) {
-        /* Part of a response is out: the only honest signal left is closing. */
+        /* Part of a response is out: the only honest signal left is closing. An upstream
+         * failure (bad framing or a timeout mid-body) cut the response: counted as such, not
+         * as the status its head carried. */
+        if (c->resp_started && c->local_status == 0 && status >= 500)
+            c->upstream_cut = true;
         client_close(c);
         return;
     }

@@ -8,7 +8,10 @@
 #include <strings.h>
 
 static int on_message_begin(llhttp_t *p);
+static int on_method(llhttp_t *p, const char *at, size_t len);
 static int on_url(llhttp_t *p, const char *at, size_t len);
+static int on_version(llhttp_t *p, const char *at, size_t len);
+static int on_version_complete(llhttp_t *p);
 static int on_header_field(llhttp_t *p, const char *at, size_t len);
 static int on_header_value(llhttp_t *p, const char *at, size_t len);
 static int on_header_field_complete(llhttp_t *p);
@@ -28,7 +31,10 @@ settings_init(void)
 {
     llhttp_settings_init(&settings);
     settings.on_message_begin = on_message_begin;
+    settings.on_method = on_method;
     settings.on_url = on_url;
+    settings.on_version = on_version;
+    settings.on_version_complete = on_version_complete;
     settings.on_header_field = on_header_field;
     settings.on_header_value = on_header_value;
     settings.on_header_field_complete = on_header_field_complete;
@@ -107,12 +113,28 @@ on_message_begin(llhttp_t *p)
     f->head_bytes = 0;
     f->status = 0;
     f->body_bytes = 0;
+    f->version_seen = false;
     f->http10 = f->head_method = f->upgrade = f->chunked = f->has_body = f->keepalive = false;
     if (f->ops->begin) {
         int st = f->ops->begin(f->arg);
         if (st)
             return reject(f, st);
     }
+    return 0;
+}
+
+/* The stream offset of a byte of the current buffer. */
+static uint64_t
+offset_of(const struct reqframe *f, const char *at)
+{
+    return f->consumed + (uint64_t)(at - f->buf_start);
+}
+
+static int
+on_method(llhttp_t *p, const char *at, size_t len)
+{
+    struct reqframe *f = p->data;
+    f->method_end = offset_of(f, at + len);
     return 0;
 }
 
@@ -124,8 +146,40 @@ on_url(llhttp_t *p, const char *at, size_t len)
         /* Count the head from its target: empty lines before a request are not part of it. */
         f->head_bytes = -(int64_t)(at - f->buf_start);
         f->counting = true;
+        /* Exactly one SP between method and target (RFC 9112 §3): llhttp 8 skips any number. */
+        if (offset_of(f, at) != f->method_end + 1)
+            return reject(f, 400);
     }
+    f->url_end = offset_of(f, at + len);
     return head_result(f, http_head_url(&f->head, at, len));
+}
+
+static int
+on_version(llhttp_t *p, const char *at, size_t len)
+{
+    struct reqframe *f = p->data;
+    /* " HTTP/" between target and version digits: one SP, as above. */
+    if (!f->version_seen && offset_of(f, at) != f->url_end + sizeof(" HTTP/") - 1)
+        return reject(f, 400);
+    f->version_seen = true;
+    f->version_end = offset_of(f, at + len);
+    return 0;
+}
+
+/* The request line ends with CRLF: llhttp 8 also takes a bare LF there (and only there), which
+ * a CR-only parser in front of us would read as part of the line. */
+static int
+on_version_complete(llhttp_t *p)
+{
+    struct reqframe *f = p->data;
+    uint64_t end = offset_of(f, f->buf_end);
+    if (f->version_end < end) {
+        if (f->buf_start[f->version_end - f->consumed] != '\r')
+            return reject(f, 400);
+    } else {
+        f->cr_pending = true; /* checked on the next buffer's first byte */
+    }
+    return 0;
 }
 
 static int
@@ -294,12 +348,30 @@ on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+static enum reqframe_result execute(struct reqframe *f, const char *data, size_t len, size_t *used);
+
 enum reqframe_result
 reqframe_execute(struct reqframe *f, const char *data, size_t len, size_t *used)
+{
+    enum reqframe_result r = execute(f, data, len, used);
+    f->consumed += *used;
+    return r;
+}
+
+static enum reqframe_result
+execute(struct reqframe *f, const char *data, size_t len, size_t *used)
 {
     *used = 0;
     if (f->failed)
         return REQFRAME_ERROR; /* an error is final: nothing more is parsed */
+    if (f->cr_pending && len > 0) {
+        f->cr_pending = false;
+        if (data[0] != '\r') {
+            f->status = 400;
+            f->failed = true;
+            return REQFRAME_ERROR;
+        }
+    }
     f->buf_start = data;
     f->buf_end = data + len;
     f->value_piece = false;
@@ -309,8 +381,10 @@ reqframe_execute(struct reqframe *f, const char *data, size_t len, size_t *used)
         const char *pos = llhttp_get_error_pos(&f->parser);
         size_t done = (pos && pos >= data && pos <= data + len) ? (size_t)(pos - data) : 0;
         llhttp_resume_after_upgrade(&f->parser);
+        f->consumed += done;
         size_t more = 0;
-        enum reqframe_result r = reqframe_execute(f, data + done, len - done, &more);
+        enum reqframe_result r = execute(f, data + done, len - done, &more);
+        f->consumed -= done; /* reqframe_execute adds all of *used */
         *used = done + more;
         return r;
     }

@@ -62,6 +62,15 @@ struct reqframe {
     bool counting;        /* the target has started: raw head bytes count */
     int64_t head_bytes;   /* raw head bytes before the current buffer (from the target on) */
     bool upgrade_pending; /* llhttp will report the upgrade pause after a resume */
+    /* Request-line shape (llhttp 8 lets through what RFC 9112 §3 warns can be smuggled: more
+     * than one SP between the parts, a bare LF after the version): stream offsets of the parts
+     * of the current request line, counted from the first byte reqframe_execute ever saw. */
+    uint64_t consumed;    /* stream offset of buf_start */
+    uint64_t method_end;  /* one past the method */
+    uint64_t url_end;     /* one past the target */
+    uint64_t version_end; /* one past the version digits */
+    bool version_seen;    /* a piece of the version was reported */
+    bool cr_pending;      /* the version ended a buffer: the next byte must be CR */
 };
 
 /* Sets up f (allocates nothing until bytes come). */

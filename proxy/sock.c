@@ -130,8 +130,10 @@ sock_write_staged(struct bufferevent *bev, struct evbuffer *staged, enum sock_wr
  * its 4 KiB cap per read: a timeout reports BEV_EVENT_READING|BEV_EVENT_TIMEOUT; data goes into
  * the input (whose end bufferevent_socket keeps frozen outside reads), at most up to the read
  * high watermark and max_single_read, then the read callback runs when the input reaches the
- * low watermark; EOF and errors disable reading and report BEV_EVENT_READING|EOF or ERROR; a
- * refused connect is left to the connect logic (the write side reports it), as libevent does. */
+ * low watermark; EOF and errors disable reading and report BEV_EVENT_READING|EOF or ERROR. A
+ * refused connect is an error too: readv() has consumed the socket error, so the connect logic
+ * (the write side) would find SO_ERROR 0 and report the socket connected; libevent's own read
+ * callback sets a private connection_refused flag for that, which we cannot. */
 static void
 on_readable(evutil_socket_t fd, short what, void *arg)
 {
@@ -181,7 +183,7 @@ on_readable(evutil_socket_t fd, short what, void *arg)
             bev->readcb(bev, bev->cbarg); /* last: it may free bev */
         return;
     }
-    if (r == -1 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNREFUSED))
+    if (r == -1 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
         return;
     bufferevent_disable(bev, EV_READ);
     if (bev->errorcb)

@@ -443,6 +443,18 @@ test_field_syntax(void)
     rejects("lowercase method", R("get / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     rejects("unknown method", R("FOO / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     rejects("space in the target", R("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    /* The request line: one SP between its parts and CRLF at its end (llhttp 8 takes more
+     * spaces and a bare LF there; RFC 9112 §3 warns both can be smuggled). */
+    rejects("two spaces before the target", R("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    rejects("two spaces before the version", R("GET /  HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    rejects("bare LF after the request line", R("GET / HTTP/1.1\nHost: a\r\n\r\n"), 400);
+    rejects("bare LF after an HTTP/1.0 request line", R("GET / HTTP/1.0\n\r\n"), 400);
+    rejects("second pipelined request with two spaces",
+            R("GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET  /b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    rejects("second pipelined request with a bare LF",
+            R("GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\nHost: a\r\n\r\n"), 400);
+    accepts("empty lines, then a request line", R("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    accepts("an HTTP/1.0 request line alone", R("GET / HTTP/1.0\r\n\r\n"));
     accepts("obs-text (0x80-0xff) in a value", R(H11 "X-A: b\x80\xff"
                                                      "c\r\n\r\n"));
     accepts("empty value", R(H11 "X-Empty:\r\nX-B: 1\r\n\r\n"));
@@ -950,6 +962,18 @@ test_upgrade(void)
     res = reqframe_execute(&r.f, upb + off, sizeof(upb) - 1 - off, &used);
     ok(res == REQFRAME_PAUSED && used == ln && r.ncomplete == 2,
        "upgrade with a body: next parses");
+    rec_finish(&r);
+
+    /* After an upgrade answered without 101, the next request line is checked like any. */
+    static const char upbad[] = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n"
+                                "Upgrade: websocket\r\n\r\nGET  /n HTTP/1.1\r\nHost: h\r\n\r\n";
+    rec_init(&r, NULL);
+    res = reqframe_execute(&r.f, upbad, sizeof(upbad) - 1, &used);
+    reqframe_resume(&r.f);
+    off = used;
+    res = reqframe_execute(&r.f, upbad + off, sizeof(upbad) - 1 - off, &used);
+    ok(res == REQFRAME_ERROR && r.f.status == 400 && r.ncomplete == 1,
+       "upgrade: a bad request line after it is refused");
     rec_finish(&r);
 
     /* Upgrade without Connection: upgrade is not an upgrade. */
