@@ -619,8 +619,9 @@ report() {
     echo "load throughout: $T7_LOADED."
     echo
     echo "Target 8: $((2 * HC_PER_POOL)) servers ($HC_PER_POOL per pool over $HC_ORIGINS test origins, each"
-    echo "address listed $((2 * HC_PER_POOL / HC_ORIGINS)) times), \`health: {interval: 1s, timeout: 1s}\`, every check a new"
-    echo "connection (CURLOPT_FORBID_REUSE); $T8_UP healthy at the start, $T8_UP_END at the end; over"
+    echo "address listed $((2 * HC_PER_POOL / HC_ORIGINS)) times), \`health: {interval: 1s, timeout: 1s}\`, a check reusing"
+    echo "the previous check's connection for up to 10 checks, checks due within 50 ms started together;"
+    echo "$T8_UP healthy at the start, $T8_UP_END at the end; over"
     echo "${HC_SECS} s the origins answered $T8_CHECKS checks/s; switchyard's CPU (user + system, all"
     echo "threads) $T8_CPU% of one core; RSS $T8_RSS KiB."
     local e
