@@ -89,6 +89,35 @@ read_upstream(struct walk *w, const struct fields *f, struct conf_pool *p)
     walk_u32(w, f, "retries", 0, 100, &p->retries);
 }
 
+/* A DNS host name as SNI carries it (RFC 6066 §3: no IP address literal, no trailing dot). */
+static bool
+valid_host_name(const char *s)
+{
+    size_t len = strlen(s), label = 0;
+    bool all_digits_or_dots = true;
+
+    if (len == 0 || len > 253)
+        return false;
+    for (size_t i = 0; i <= len; i++) {
+        char ch = s[i];
+        if (ch == '.' || ch == '\0') {
+            if (label == 0 || s[i - 1] == '-')
+                return false; /* empty label, or one ending with '-' */
+            label = 0;
+            continue;
+        }
+        bool alnum =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && !(ch == '-' && label > 0))
+            return false; /* not a letter, digit or inner '-' */
+        if (!(ch >= '0' && ch <= '9'))
+            all_digits_or_dots = false;
+        if (++label > 63)
+            return false;
+    }
+    return !all_digits_or_dots; /* 10.0.0.1 is an address, not a name */
+}
+
 static void
 read_tls(struct walk *w, const struct node *n, struct conf_upstream_tls *t)
 {
@@ -100,7 +129,15 @@ read_tls(struct walk *w, const struct node *n, struct conf_upstream_tls *t)
         return;
     walk_bool(w, &f, "verify", &t->verify);
     walk_str(w, &f, "ca", STR_NULLABLE, &t->ca);
-    walk_str(w, &f, "sni", STR_NULLABLE, &t->sni);
+    if (walk_str(w, &f, "sni", STR_NULLABLE, &t->sni) == 0 && t->sni != NULL &&
+        !valid_host_name(t->sni)) {
+        size_t mark = walk_push(w, "sni");
+        walk_error(w, walk_get(&f, "sni"),
+                   "\"%s\" is not a host name (labels of letters, digits and '-' up to 63 "
+                   "characters, joined by '.', 253 in all; no port, no IP address)",
+                   t->sni);
+        walk_pop(w, mark);
+    }
 }
 
 static bool

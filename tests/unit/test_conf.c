@@ -578,6 +578,34 @@ test_errors_structure(void)
                "  blue: {servers: [{name: 'b 1', address: 127.0.0.1:9001}]}\n"
                "  green: {servers: [{name: g1, address: 127.0.0.1:9002}]}\n",
         "'b 1'", "pools.blue.servers[0].name: \"b 1\" is not a valid server name");
+    {
+        static const char *const bad_sni[] = {"a.example:443", "https://a.example", "a..b",
+                                              "-a.example",    "a-.example",        "10.0.0.1",
+                                              "a_b.example",   "a.example."};
+        for (size_t i = 0; i < sizeof(bad_sni) / sizeof(bad_sni[0]); i++) {
+            char yaml[512], want[256], needle[64];
+            snprintf(yaml, sizeof(yaml),
+                     LISTEN "pools:\n"
+                            "  blue: {servers: [{name: b1, address: 127.0.0.1:9001}], "
+                            "tls: {sni: \"%s\"}}\n"
+                            "  green: {servers: [{name: g1, address: 127.0.0.1:9002}]}\n",
+                     bad_sni[i]);
+            snprintf(want, sizeof(want), "pools.blue.tls.sni: \"%s\" is not a host name",
+                     bad_sni[i]);
+            snprintf(needle, sizeof(needle), "\"%s\"", bad_sni[i]);
+            bad(yaml, needle, want);
+        }
+        char yaml[512];
+        snprintf(yaml, sizeof(yaml),
+                 LISTEN "pools:\n"
+                        "  blue: {servers: [{name: b1, address: 127.0.0.1:9001}], "
+                        "tls: {sni: green-1.Internal.example}}\n"
+                        "  green: {servers: [{name: g1, address: 127.0.0.1:9002}]}\n");
+        struct conf *c = parse(yaml);
+        ok(c != NULL && strcmp(c->pools[POOL_BLUE].tls.sni, "green-1.Internal.example") == 0,
+           "a host name with digits, '-' and capitals is a valid sni");
+        conf_destroy(&c);
+    }
     bad(LISTEN "pools:\n"
                "  blue: {servers: []}\n"
                "  green: {servers: [{name: g1, address: 127.0.0.1:9002}]}\n",
