@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "conf/xalloc.h"
+#include "control/api_body.h"
 #include "control/api_internal.h"
 #include "control/audit.h"
 #include "control/daemon.h"
@@ -31,8 +32,6 @@
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/tls.h"
-
-#define API_MAX_BODY (64 * 1024)
 
 /* --- replies --- */
 
@@ -66,9 +65,7 @@ api_reply_ok(struct api *a, struct evhttp_request *req, json_t *data)
 {
     a->answered_status = 200;
     a->answered_code = NULL;
-    api_send_json(req, 200,
-                  json_pack("{s:b, s:I, s:o}", "ok", 1, "generation", (json_int_t)api_generation(a),
-                            "data", data));
+    api_send_json(req, 200, api_envelope_ok(api_generation(a), data));
 }
 
 void
@@ -82,12 +79,13 @@ api_reply_error(struct api *a, struct evhttp_request *req, int status, const cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_t *err = json_pack("{s:s, s:s}", "code", code, "message", msg);
-    if (field)
-        json_object_set_new(err, "field", json_string(field));
-    api_send_json(req, status,
-                  json_pack("{s:b, s:I, s:o}", "ok", 0, "generation", (json_int_t)api_generation(a),
-                            "error", err));
+    api_send_json(req, status, api_envelope_error(api_generation(a), code, field, msg));
+}
+
+void
+api_reply_refusal(struct api *a, struct evhttp_request *req, const struct api_refusal *no)
+{
+    api_reply_error(a, req, no->status, no->code, no->field, "%s", no->message);
 }
 
 /* --- authorization --- */
@@ -193,66 +191,13 @@ read_body(struct api *a, struct evhttp_request *req)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
-    if (len > API_MAX_BODY) {
-        api_reply_error(a, req, 413, "invalid", NULL, "request body over %d bytes", API_MAX_BODY);
-        return NULL;
-    }
-    if (len == 0)
-        return json_object();
-    json_error_t jerr;
-    json_t *j =
-        json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, &jerr);
-    if (j == NULL) {
-        api_reply_error(a, req, 400, "invalid", NULL, "malformed JSON at line %d column %d: %s",
-                        jerr.line, jerr.column, jerr.text);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        api_reply_error(a, req, 400, "invalid", NULL, "the request body must be a JSON object");
-        return NULL;
-    }
+    struct api_refusal no;
+    /* Over the limit, the body is refused before it is made contiguous. */
+    const char *data = len > 0 && len <= API_MAX_BODY ? (const char *)evbuffer_pullup(in, -1) : "";
+    json_t *j = api_body_parse(data, len, &no);
+    if (j == NULL)
+        api_reply_refusal(a, req, &no);
     return j;
-}
-
-/* Refuses unknown fields. true when every key is in allowed (NULL-terminated). */
-bool
-api_only_fields(struct api *a, struct evhttp_request *req, json_t *body, const char *const *allowed)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        bool known = false;
-        for (const char *const *k = allowed; *k; k++)
-            if (strcmp(*k, key) == 0)
-                known = true;
-        if (!known) {
-            api_reply_error(a, req, 400, "invalid", key, "unknown field \"%s\"", key);
-            return false;
-        }
-    }
-    return true;
-}
-
-/* if_generation: absent, or equal to the current generation. false after answering. */
-bool
-api_generation_matches(struct api *a, struct evhttp_request *req, json_t *body)
-{
-    json_t *g = json_object_get(body, "if_generation");
-    if (g == NULL)
-        return true;
-    if (!json_is_integer(g) || json_integer_value(g) < 0) {
-        api_reply_error(a, req, 400, "invalid", "if_generation", "must be a non-negative integer");
-        return false;
-    }
-    uint64_t cur = api_generation(a);
-    if ((uint64_t)json_integer_value(g) != cur) {
-        api_reply_error(a, req, 409, "conflict", "if_generation", "generation is %llu, not %lld",
-                        (unsigned long long)cur, (long long)json_integer_value(g));
-        return false;
-    }
-    return true;
 }
 
 /* --- the audit log --- */

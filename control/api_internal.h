@@ -19,6 +19,7 @@ struct daemon;
 struct audit;
 struct tls_ctx;
 struct waiter; /* a long-poll waiting for events: private to api_events.c */
+struct api_refusal;
 
 struct api_listener {
     struct api *a; /* borrowed: the owner */
@@ -62,14 +63,8 @@ void api_reply_ok(struct api *a, struct evhttp_request *req, json_t *data);
 void api_reply_error(struct api *a, struct evhttp_request *req, int status, const char *code,
                      const char *field, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-/* Refuses unknown fields: true when every key of body is in allowed (NULL-terminated), false
- * after answering 400. */
-bool api_only_fields(struct api *a, struct evhttp_request *req, json_t *body,
-                     const char *const *allowed);
-
-/* body's if_generation: true when absent or equal to the current generation, false after
- * answering 400 (not an integer) or 409 (another generation). */
-bool api_generation_matches(struct api *a, struct evhttp_request *req, json_t *body);
+/* Answers with the refusal a body check (api_body.h) made, and records it for the audit log. */
+void api_reply_refusal(struct api *a, struct evhttp_request *req, const struct api_refusal *no);
 
 /* --- handlers, called by api.c's dispatch once the peer is authorized. The mutations get the
  * request body (a JSON object, borrowed) and peer (the text naming the peer, for events); they

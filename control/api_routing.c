@@ -10,6 +10,7 @@
 #include <event2/http.h>
 #include <jansson.h>
 
+#include "control/api_body.h"
 #include "control/daemon.h"
 #include "control/events.h"
 #include "control/health.h"
@@ -116,17 +117,14 @@ route_reply(struct api *a, struct evhttp_request *req, const struct route_word *
 int
 api_handle_rollback(struct api *a, struct evhttp_request *req, json_t *body, const char *peer)
 {
-    static const char *const fields[] = {"reason", "if_generation", NULL};
-    if (!api_only_fields(a, req, body, fields) || !api_generation_matches(a, req, body))
-        return 400;
-    json_t *reason = json_object_get(body, "reason");
-    if (reason && !json_is_string(reason)) {
-        api_reply_error(a, req, 400, "invalid", "reason", "must be a string");
-        return 400;
+    struct api_refusal no;
+    const char *why = NULL;
+    if (api_check_reason(body, api_generation(a), &why, &no) == -1) {
+        api_reply_refusal(a, req, &no);
+        return no.status;
     }
     struct route_word before;
     routing_load(&a->d->routing, &before);
-    const char *why = reason ? json_string_value(reason) : NULL;
     struct rollout *r = &a->d->rollout;
     enum pool_id live = before.live;
     if (r->phase == ROLLOUT_STABLE && r->outcome == ROLLOUT_OUTCOME_PROMOTED &&
@@ -159,22 +157,11 @@ api_handle_rollback(struct api *a, struct evhttp_request *req, json_t *body, con
 int
 api_handle_weights(struct api *a, struct evhttp_request *req, json_t *body, const char *peer)
 {
-    static const char *const fields[] = {"standby_percent", "if_generation", NULL};
-    if (!api_only_fields(a, req, body, fields) || !api_generation_matches(a, req, body))
-        return 400;
-    json_t *p = json_object_get(body, "standby_percent");
-    if (p == NULL || !json_is_number(p)) {
-        api_reply_error(a, req, 400, "invalid", "standby_percent",
-                        "a number from 0 to 100 is required");
-        return 400;
-    }
-    double v = json_number_value(p);
-    double bp = v * 100.0;
-    long long ibp = (long long)(bp + (bp >= 0 ? 0.5 : -0.5));
-    if (!(v >= 0.0 && v <= 100.0) || bp - (double)ibp > 1e-6 || (double)ibp - bp > 1e-6) {
-        api_reply_error(a, req, 400, "invalid", "standby_percent",
-                        "must be from 0 to 100 with at most two decimals, found %g", v);
-        return 400;
+    struct api_refusal no;
+    uint32_t bp = 0;
+    if (api_check_weights(body, api_generation(a), &bp, &no) == -1) {
+        api_reply_refusal(a, req, &no);
+        return no.status;
     }
     struct route_word before;
     routing_load(&a->d->routing, &before);
@@ -182,7 +169,7 @@ api_handle_weights(struct api *a, struct evhttp_request *req, json_t *body, cons
     if (pauses)
         rollout_manual_weight(&a->d->rollout, clock_ms()); /* a manual split pauses it */
     uint64_t ack_us = 0;
-    daemon_route(a->d, before.live, (uint32_t)ibp, "weights", NULL, peer, &ack_us);
+    daemon_route(a->d, before.live, bp, "weights", NULL, peer, &ack_us);
     if (pauses) {
         struct rollout_step none = {0};
         daemon_rollout_step(a->d, &none, "paused", peer);
@@ -195,9 +182,11 @@ int
 api_handle_server(struct api *a, struct evhttp_request *req, json_t *body, const char *pool_name,
                   const char *name, const char *state, const char *peer)
 {
-    static const char *const fields[] = {"if_generation", NULL};
-    if (!api_only_fields(a, req, body, fields) || !api_generation_matches(a, req, body))
-        return 400;
+    struct api_refusal no;
+    if (api_check_plain(body, api_generation(a), &no) == -1) {
+        api_reply_refusal(a, req, &no);
+        return no.status;
+    }
     int pool = conf_pool_from_name(pool_name);
     struct server *srv = pool < 0 ? NULL : snapshot_find_server(a->d->snap, pool, name);
     if (srv == NULL) {
@@ -224,21 +213,25 @@ api_handle_server(struct api *a, struct evhttp_request *req, json_t *body, const
 int
 api_handle_reload(struct api *a, struct evhttp_request *req, json_t *body)
 {
-    static const char *const fields[] = {"if_generation", NULL};
-    if (!api_only_fields(a, req, body, fields) || !api_generation_matches(a, req, body))
-        return 400;
+    struct api_refusal no;
+    if (api_check_plain(body, api_generation(a), &no) == -1) {
+        api_reply_refusal(a, req, &no);
+        return no.status;
+    }
     struct conf_err err;
     if (daemon_reload(a->d, &err) == -1) {
         json_t *errors = json_array();
         for (size_t i = 0; i < err.count && i < CONF_ERR_MAX; i++)
-            json_array_append_new(errors, json_string(err.msg[i]));
-        json_t *e = json_pack("{s:s, s:s, s:o}", "code", "invalid", "message",
-                              err.count ? err.msg[0] : "reload failed", "errors", errors);
+            json_array_append_new(errors, api_json_text(err.msg[i]));
+        json_t *e = json_object();
+        json_object_set_new(e, "code", json_string("invalid"));
+        json_object_set_new(e, "message", api_json_text(err.count ? err.msg[0] : "reload failed"));
+        json_object_set_new(e, "errors", errors);
         a->answered_status = 400;
         a->answered_code = "invalid";
-        api_send_json(req, 400,
-                      json_pack("{s:b, s:I, s:o}", "ok", 0, "generation",
-                                (json_int_t)api_generation(a), "error", e));
+        json_t *env = api_envelope_error(api_generation(a), "invalid", NULL, "");
+        json_object_set_new(env, "error", e);
+        api_send_json(req, 400, env);
         return 400;
     }
     api_reply_ok(a, req, json_pack("{s:I}", "serial", (json_int_t)a->d->snap->serial));

@@ -416,6 +416,10 @@ http_write_request(struct http_buf *out, const struct http_head *h,
             host = f;
         add_field(out, h, f);
     }
+    /* An HTTP/1.0 request may come without Host; the HTTP/1.1 request we send must have one
+     * (RFC 9112 §3.2: empty when the target has no authority), or the server refuses it. */
+    if (host == NULL)
+        http_buf_adds(out, "Host: \r\n");
 
     /* X-Forwarded-For: every earlier value in order, then this client. */
     http_buf_adds(out, "X-Forwarded-For: ");

@@ -15,31 +15,22 @@
 #include "proxy/clock.h"
 #include "proxy/eject.h"
 #include "proxy/log.h"
+#include "proxy/respframe.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
 
-static int on_status(llhttp_t *p, const char *at, size_t len);
-static int on_header_field(llhttp_t *p, const char *at, size_t len);
-static int on_header_value(llhttp_t *p, const char *at, size_t len);
-static int on_headers_complete(llhttp_t *p);
-static int on_body(llhttp_t *p, const char *at, size_t len);
-static int on_message_complete(llhttp_t *p);
+static void on_interim(void *arg, const struct respframe *f);
+static int on_head(void *arg, const struct respframe *f);
+static void on_body(void *arg, const char *at, size_t len);
+static void on_complete(void *arg, const struct respframe *f);
 
-static llhttp_settings_t resp_settings;
-static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
-
-static void
-settings_init(void)
-{
-    llhttp_settings_init(&resp_settings);
-    resp_settings.on_status = on_status;
-    resp_settings.on_header_field = on_header_field;
-    resp_settings.on_header_value = on_header_value;
-    resp_settings.on_headers_complete = on_headers_complete;
-    resp_settings.on_body = on_body;
-    resp_settings.on_message_complete = on_message_complete;
-}
+static const struct respframe_ops frame_ops = {
+    .interim = on_interim,
+    .head = on_head,
+    .body = on_body,
+    .complete = on_complete,
+};
 
 static void on_up_read(struct bufferevent *bev, void *arg);
 static void on_up_write(struct bufferevent *bev, void *arg);
@@ -129,7 +120,6 @@ pick(struct client *c, enum pool_id pool, const struct server *exclude)
 bool
 relay_attach(struct client *c)
 {
-    pthread_once(&settings_once, settings_init);
     const struct conf *conf = exchange_conf(c);
     struct server *srv = pick(c, c->pool, NULL);
     if (srv == NULL && conf->routing.failover && c->route_to == ROUTE_TO_NORMAL) {
@@ -184,8 +174,7 @@ relay_start(struct client *c)
 {
     struct upconn *u = c->up;
     const struct conf *conf = exchange_conf(c);
-    llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
-    u->parser.data = c;
+    respframe_start(&u->parser);
     c->rhead.max_bytes = 64 * 1024;
     c->rhead.max_fields = 1000;
     bufferevent_setcb(u->bev, on_up_read, on_up_write, on_up_event, c);
@@ -214,6 +203,15 @@ response_done(struct client *c)
     client_exchange_done(c);
 }
 
+/* Binds a response framing to the exchange's connection for one pass. */
+static void
+frame_bind(struct respframe *f, struct client *c)
+{
+    respframe_bind(f, &c->up->parser, &c->up->parser_last_byte, &c->rhead, &frame_ops, c);
+    f->head_request = c->rf.head_method;
+    f->upgrade_request = c->rf.upgrade;
+}
+
 void
 relay_feed(struct client *c)
 {
@@ -222,45 +220,44 @@ relay_feed(struct client *c)
         return;
     struct evbuffer *in = bufferevent_get_input(u->bev);
     struct evbuffer *cout = bufferevent_get_output(c->bev);
+    struct respframe f;
+    frame_bind(&f, c);
     for (;;) {
         if (evbuffer_get_length(cout) >= RELAY_HIGH_BYTES) {
             c->up_paused = true;
             bufferevent_disable(u->bev, EV_READ);
-            return;
+            break;
         }
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
-            return;
+            break;
         c->resp_bytes = true;
-        const char *base = v.iov_base;
-        llhttp_errno_t err = llhttp_execute(&u->parser, base, v.iov_len);
-        size_t used = v.iov_len;
-        if (err != HPE_OK) {
-            const char *pos = llhttp_get_error_pos(&u->parser);
-            used = (pos && pos >= base && pos <= base + v.iov_len) ? (size_t)(pos - base) : 0;
-        }
+        size_t used = 0;
+        enum respframe_result r = respframe_execute(&f, v.iov_base, v.iov_len, &used);
         evbuffer_drain(in, used);
         c->bytes_out += evbuffer_get_length(c->w->rstage);
         sock_write_staged(c->bev, c->w->rstage, c->tls ? SOCK_WRITE_TLS : SOCK_WRITE_DIRECT);
-        if (err == HPE_OK)
+        if (r == RESPFRAME_OK)
             continue;
-        if (err == HPE_PAUSED_UPGRADE && c->resp_status == 101) {
+        respframe_unbind(&f);
+        if (r == RESPFRAME_UPGRADE) {
             tunnel_start(c);
             return;
         }
-        if (err == HPE_PAUSED && c->resp_complete) {
+        if (r == RESPFRAME_DONE) {
             if (evbuffer_get_length(in) > 0)
                 c->up_reusable = false; /* bytes after the response: do not trust it */
             response_done(c);
             return;
         }
         log_info("upstream %s/%s sent a bad response: %s (%s), request id %s",
-                 conf_pool_name(c->srv->pool), c->srv->name, llhttp_errno_name(err),
+                 conf_pool_name(c->srv->pool), c->srv->name, llhttp_errno_name(f.error),
                  llhttp_get_error_reason(&u->parser), c->request_id);
         server_failed(c, c->srv);
         client_fail(c, 502);
         return;
     }
+    respframe_unbind(&f);
 }
 
 /* Connect failure: move what was queued to another server of the pool, within `retries`. */
@@ -350,7 +347,10 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
     }
     if (c->resp_started && !c->resp_complete) {
         if (events & BEV_EVENT_EOF) {
-            llhttp_finish(&u->parser);
+            struct respframe f;
+            frame_bind(&f, c);
+            respframe_eof(&f);
+            respframe_unbind(&f);
             c->bytes_out += evbuffer_get_length(c->w->rstage);
             sock_write_staged(c->bev, c->w->rstage, c->tls ? SOCK_WRITE_TLS : SOCK_WRITE_DIRECT);
             if (c->resp_complete) {
@@ -395,76 +395,57 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
     client_fail(c, 502);
 }
 
-/* --- llhttp response callbacks --- */
+/* --- framing callbacks: they only record and write; closing happens after parsing returns. */
 
-static int
-on_status(llhttp_t *p, const char *at, size_t len)
+/* 100 Continue, 103 Early Hints: relayed to HTTP/1.1 clients only. */
+static void
+on_interim(void *arg, const struct respframe *f)
 {
-    struct client *c = p->data;
-    return http_head_reason(&c->rhead, at, len) == HTTP_HEAD_OK ? 0 : HPE_USER;
+    struct client *c = arg;
+    if (!c->rf.http10) {
+        struct http_buf *b = &c->w->scratch;
+        b->len = 0;
+        struct http_response_out m = {.status = f->status, .body = HTTP_BODY_NONE};
+        http_write_response(b, &c->rhead, &m);
+        evbuffer_add(c->w->rstage, b->p, b->len);
+    }
 }
 
 static int
-on_header_field(llhttp_t *p, const char *at, size_t len)
+on_head(void *arg, const struct respframe *f)
 {
-    struct client *c = p->data;
-    return http_head_field(&c->rhead, at, len) == HTTP_HEAD_OK ? 0 : HPE_USER;
-}
-
-static int
-on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct client *c = p->data;
-    return http_head_value(&c->rhead, at, len) == HTTP_HEAD_OK ? 0 : HPE_USER;
-}
-
-static int
-on_headers_complete(llhttp_t *p)
-{
-    struct client *c = p->data;
-    int status = p->status_code;
+    struct client *c = arg;
+    int status = f->status;
     struct http_buf *b = &c->w->scratch;
     b->len = 0;
-    if (status < 200 && status != 101) {
-        /* Interim (100 Continue, 103 Early Hints): relayed to HTTP/1.1 clients only. */
-        c->interim = true;
-        if (!c->rf.http10) {
-            struct http_response_out m = {.status = status, .body = HTTP_BODY_NONE};
-            http_write_response(b, &c->rhead, &m);
-            evbuffer_add(c->w->rstage, b->p, b->len);
-        }
-        http_head_clear(&c->rhead);
-        return 1;
-    }
     if (status == 101) {
-        if (!c->rf.upgrade) {
-            llhttp_set_error_reason(p, "101 without an upgrade request");
-            return -1;
-        }
         c->resp_status = 101;
         c->resp_started = true;
         struct http_response_out m = {
             .status = 101, .body = HTTP_BODY_NONE, .conn = HTTP_CONN_UPGRADE};
         http_write_response(b, &c->rhead, &m);
         evbuffer_add(c->w->rstage, b->p, b->len);
-        return 2; /* the rest is another protocol */
+        return 0;
     }
     c->resp_status = status;
     if (status >= 500 && c->ws->snap->pools[c->srv->pool].conf->health.passive.eject_on_5xx)
         server_failed(c, c->srv);
     else
         eject_success(c->srv);
-    bool nobody = c->rf.head_method || status == 204 || status == 304;
-    bool chunked = (p->flags & F_CHUNKED) != 0;
-    bool length =
-        (p->flags & F_CONTENT_LENGTH) != 0 && !chunked && !(p->flags & F_TRANSFER_ENCODING);
     enum http_body body;
-    if (nobody)
+    switch (f->body) {
+    case RESPFRAME_BODY_NONE:
         body = HTTP_BODY_NONE;
-    else if (length)
+        break;
+    case RESPFRAME_BODY_LENGTH:
         body = HTTP_BODY_LENGTH;
-    else
+        break;
+    case RESPFRAME_BODY_CHUNKED:
+    case RESPFRAME_BODY_CLOSE:
+    default:
         body = c->rf.http10 ? HTTP_BODY_CLOSE : HTTP_BODY_CHUNKED;
+        break;
+    }
     c->out_body = body;
     bool keep = c->keepalive && !c->peer_eof && !c->w->draining && c->req_complete &&
                 body != HTTP_BODY_CLOSE;
@@ -477,37 +458,29 @@ on_headers_complete(llhttp_t *p)
     struct http_response_out m = {
         .status = status,
         .body = body,
-        .upstream_te = chunked,
+        .upstream_te = f->chunked,
         .conn = conn,
         .set_cookie = c->cookie[0] ? c->cookie : NULL,
     };
     http_write_response(b, &c->rhead, &m);
     evbuffer_add(c->w->rstage, b->p, b->len);
     c->resp_started = true;
-    return nobody ? 1 : 0;
-}
-
-static int
-on_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct client *c = p->data;
-    sock_add_body(c->w->rstage, at, len, c->out_body == HTTP_BODY_CHUNKED);
     return 0;
 }
 
-static int
-on_message_complete(llhttp_t *p)
+static void
+on_body(void *arg, const char *at, size_t len)
 {
-    struct client *c = p->data;
-    if (c->interim) {
-        c->interim = false;
-        return 0; /* the final response follows */
-    }
-    if (c->resp_status == 101)
-        return 0; /* llhttp pauses for the upgrade next */
+    struct client *c = arg;
+    sock_add_body(c->w->rstage, at, len, c->out_body == HTTP_BODY_CHUNKED);
+}
+
+static void
+on_complete(void *arg, const struct respframe *f)
+{
+    struct client *c = arg;
     if (c->out_body == HTTP_BODY_CHUNKED)
         evbuffer_add(c->w->rstage, "0\r\n\r\n", 5);
-    c->up_reusable = llhttp_should_keep_alive(p) != 0;
+    c->up_reusable = f->keepalive;
     c->resp_complete = true;
-    return HPE_PAUSED;
 }

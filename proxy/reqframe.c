@@ -232,7 +232,10 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
     struct reqframe *f = p->data;
     if (len == 0) {
         /* llhttp reports an empty value as an empty piece, placed after its CRLF: it ends the
-         * field (the next name must start a new one) but is no fold. */
+         * field (the next name must start a new one) but is no fold. The blanks before it still
+         * count against max_header_bytes (a head cut anywhere else is checked the same). */
+        if (raw_limit(f, at))
+            return reject(f, 431);
         return head_result(f, http_head_value(&f->head, at, 0));
     }
     if (raw_limit(f, at + len))
@@ -342,9 +345,14 @@ static int
 on_message_complete(llhttp_t *p)
 {
     struct reqframe *f = p->data;
+    /* One request at a time: pipelined requests wait, answered in order. A chunked body's end is
+     * reported by execute(), once the line ending it is checked. */
+    if (p->flags & F_CHUNKED) {
+        f->complete_deferred = true;
+        return HPE_PAUSED;
+    }
     if (f->ops->complete)
         f->ops->complete(f->arg);
-    /* One request at a time: pipelined requests wait, answered in order. */
     return HPE_PAUSED;
 }
 
@@ -355,6 +363,8 @@ reqframe_execute(struct reqframe *f, const char *data, size_t len, size_t *used)
 {
     enum reqframe_result r = execute(f, data, len, used);
     f->consumed += *used;
+    if (*used > 0)
+        f->last_byte = data[*used - 1];
     return r;
 }
 
@@ -409,6 +419,19 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
     }
     const char *pos = llhttp_get_error_pos(&f->parser);
     *used = (pos && pos >= data && pos <= data + len) ? (size_t)(pos - data) : 0;
+    if (f->complete_deferred && (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)) {
+        /* pos is just past the LF that ended the message: CRLF there, not a bare LF (RFC 9112
+         * §7.1; a front proxy reading it differently would see another request after it). */
+        f->complete_deferred = false;
+        char before = *used >= 2 ? data[*used - 2] : f->last_byte;
+        if (*used == 0 || data[*used - 1] != '\n' || before != '\r') {
+            f->status = 400;
+            f->failed = true;
+            return REQFRAME_ERROR;
+        }
+        if (f->ops->complete)
+            f->ops->complete(f->arg);
+    }
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
         return REQFRAME_PAUSED;
     if (f->status == 0)

@@ -71,6 +71,11 @@ struct reqframe {
     uint64_t version_end; /* one past the version digits */
     bool version_seen;    /* a piece of the version was reported */
     bool cr_pending;      /* the version ended a buffer: the next byte must be CR */
+    /* The end of a chunked message is checked before it is reported (llhttp 8 takes a bare LF
+     * as its last line: "0\r\n\n"): the byte before the final LF may be the last one of the
+     * previous buffer. */
+    bool complete_deferred;
+    char last_byte; /* the last byte reqframe_execute consumed before this call */
 };
 
 /* Sets up f (allocates nothing until bytes come). */

@@ -19,6 +19,7 @@ struct upconn {
     struct server *srv;      /* ref: the server outlives its connections */
     struct worker *w;        /* borrowed (lives while the worker does) */
     llhttp_t parser;         /* response parser, used by the relay while in use */
+    char parser_last_byte;   /* the last byte the parser took (respframe.h) */
     struct client *owner;    /* borrowed while in use; NULL when idle */
     struct upconn *next;     /* idle list of srv->w[worker] */
     struct upconn *prev;

@@ -227,8 +227,9 @@ test_write_request(void)
     http_buf_finish(&b);
     http_head_finish(&h);
 
-    /* An HTTP/1.0 request without Host or XFF: no X-Forwarded-Host, XFF is just the client;
-     * the request line is always HTTP/1.1. */
+    /* An HTTP/1.0 request without Host or XFF: an empty Host (RFC 9112 §3.2: the HTTP/1.1
+     * request we send needs one), no X-Forwarded-Host, XFF is just the client; the request line
+     * is always HTTP/1.1. */
     /* clang-format off */
     static const char *const nv10[] = {"User-Agent", "t", "Connection", "keep-alive", NULL};
     /* clang-format on */
@@ -238,11 +239,13 @@ test_write_request(void)
     http_write_request(&b, &h, &m);
     ok(buf_is(&b, "GET /x HTTP/1.1\r\n"
                   "User-Agent: t\r\n"
+                  "Host: \r\n"
                   "X-Forwarded-For: ::1\r\n"
                   "X-Forwarded-Proto: http\r\n"
                   "X-Request-Id: r1\r\n"
                   "\r\n"),
-       "request: no Host → no X-Forwarded-Host; lone client XFF");
+       "request: no Host → an empty Host (HTTP/1.1 requires one), no X-Forwarded-Host; lone "
+       "client XFF");
     http_buf_finish(&b);
     http_head_finish(&h);
 

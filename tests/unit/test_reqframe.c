@@ -445,6 +445,16 @@ test_field_syntax(void)
     rejects("space in the target", R("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     /* The request line: one SP between its parts and CRLF at its end (llhttp 8 takes more
      * spaces and a bare LF there; RFC 9112 §3 warns both can be smuggled). */
+    /* llhttp 8 (strict) takes a bare LF as the last line of a chunked body, then parses what
+     * follows as the next request: refused, however the bytes are cut. */
+    rejects("chunked body ended by a bare LF, then a request",
+            R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n"
+              "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            400);
+    rejects("chunked body with a trailer ended by a bare LF",
+            R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
+              "0\r\nT: v\r\n\n"),
+            400);
     rejects("two spaces before the target", R("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     rejects("two spaces before the version", R("GET /  HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     rejects("bare LF after the request line", R("GET / HTTP/1.1\nHost: a\r\n\r\n"), 400);
