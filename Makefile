@@ -11,6 +11,7 @@
 #   make check-tls       build + tests/tls/check_tls.sh (sslscan + testssl against a TLS listener)
 #   make check-sanitize  the whole suite under ASan + UBSan (build-asan)
 #   make check-tsan      unit + 'tsan' suites under ThreadSanitizer (build-tsan)
+#   make fuzz            every fuzz target for FUZZ_SECONDS (60) each; needs clang (build-fuzz)
 #   make clean           remove the build directories
 #
 # Build directories can be moved: make test BUILD=build-mine ASAN_BUILD=... TSAN_BUILD=...
@@ -18,7 +19,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
-.PHONY: deps build test demo bench bench-instructions bench-targets check-tls check-sanitize check-tsan clean
+.PHONY: deps build test demo bench bench-instructions bench-targets check-tls check-sanitize check-tsan fuzz clean
 
 # Plain '=' so that only the command line (not a stray environment variable) moves them.
 BUILD      = build
@@ -104,5 +105,30 @@ check-tsan: deps
 	    $(MESON) test -C $(TSAN_BUILD) --print-errorlogs --num-processes $(NPROC) \
 	    --timeout-multiplier 3 --suite unit --suite tsan
 
+FUZZ_BUILD   = build-fuzz
+FUZZ_SECONDS = 60
+FUZZ_TARGETS = reqframe respframe chunked roundtrip config control statefile
+FUZZ_OUT     = $(FUZZ_BUILD)/fuzz-out
+
+fuzz: deps
+	@[ -f $(FUZZ_BUILD)/meson-private/coredata.dat ] || \
+	    CC=clang $(MESON) setup $(FUZZ_BUILD) -Dfuzzing=true -Db_lundef=false
+	$(NINJA) -C $(FUZZ_BUILD) $(addprefix tests/fuzz/fuzz_,$(FUZZ_TARGETS))
+	@failed=(); \
+	for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_OUT)/corpus-$$t $(FUZZ_OUT)/crashes-$$t; \
+	    echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	    if $(FUZZ_BUILD)/tests/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/crashes-$$t/ \
+	        $(FUZZ_OUT)/corpus-$$t tests/fuzz/corpus/$$t > $(FUZZ_OUT)/$$t.log 2>&1; then \
+	        grep -E '^#[0-9]+' $(FUZZ_OUT)/$$t.log | tail -1; \
+	    else \
+	        failed+=("$$t"); tail -40 $(FUZZ_OUT)/$$t.log; \
+	    fi; \
+	done; \
+	echo "fuzz: logs and new corpus entries in $(FUZZ_OUT)/, crash inputs in $(FUZZ_OUT)/crashes-*/"; \
+	echo "fuzz: replay one with $(FUZZ_BUILD)/tests/fuzz/fuzz_NAME FILE; keep it as tests/fuzz/corpus/NAME/<what_it_was>"; \
+	if [ $${#failed[@]} -gt 0 ]; then echo "fuzz: crashed: $${failed[*]}" >&2; exit 1; fi
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -798,6 +798,7 @@ decider_main(void *arg)
         route_decision_begin(&dec, &shared_r, &w);
         for (unsigned i = 0; i < 50 + (unsigned)(n % 7) * 20; i++)
             sink += i;
+        (void)sink;
         uint64_t a = atomic_load_explicit(&dec_acked, memory_order_acquire);
         route_decision_end(&dec);
         if (w.generation < a)
