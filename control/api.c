@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <jansson.h>
 
 #include "conf/xalloc.h"
@@ -417,6 +418,32 @@ read_token(const char *path, char *err, size_t errlen)
     return xstrdup(buf);
 }
 
+#define API_ACCEPT_RETRY_MS 100
+
+static void
+on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    evconnlistener_enable(arg);
+}
+
+/* accept() failed for a reason libevent does not retry by itself (EMFILE, ENFILE, ENOBUFS):
+ * without this it would call accept() again at once, as long as the listener stays readable,
+ * spinning the main thread and flooding the log. The listener rests for a moment instead; the
+ * connections wait in the backlog. (evhttp owns the listener's callback argument, so the
+ * listener itself is the timer's.) */
+static void
+on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct timeval tv = {0, API_ACCEPT_RETRY_MS * 1000};
+
+    log_warn("control: accept: %s; pausing for %d ms", strerror(EVUTIL_SOCKET_ERROR()),
+             API_ACCEPT_RETRY_MS);
+    evconnlistener_disable(lev);
+    if (event_base_once(evconnlistener_get_base(lev), -1, EV_TIMEOUT, on_accept_resume, lev, &tv) ==
+        -1)
+        evconnlistener_enable(lev);
+}
+
 static struct evhttp *
 http_for(struct api *a, struct api_listener *l, int fd)
 {
@@ -427,13 +454,19 @@ http_for(struct api *a, struct api_listener *l, int fd)
     evhttp_set_max_headers_size(http, 16 * 1024);
     evhttp_set_max_body_size(http, 4 * API_MAX_BODY);
     evhttp_set_timeout(http, API_MAX_WAIT_S + 30);
+    /* OPTIONS and TRACE reach on_request too, which answers a wrong method with the JSON 405
+     * (evhttp answers a method it does not allow with an HTML 501). Not CONNECT: evhttp sends
+     * any answer to it without a length and keeps the connection open. */
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                         EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH);
-    if (evhttp_accept_socket_with_handle(http, fd) == NULL) {
+                                         EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH |
+                                         EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE);
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(http, fd);
+    if (bound == NULL) {
         evhttp_free(http);
         close(fd);
         return NULL;
     }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), on_accept_error);
     return http;
 }
 

@@ -121,8 +121,9 @@ api_check_weights(json_t *body, uint64_t generation, uint32_t *bp, struct api_re
         return refuse(no, 400, "invalid", "standby_percent", "a number from 0 to 100 is required");
     double v = json_number_value(p);
     double x = v * 100.0;
-    long long ibp = (long long)(x + (x >= 0 ? 0.5 : -0.5));
-    if (!(v >= 0.0 && v <= 100.0) || x - (double)ibp > 1e-6 || (double)ibp - x > 1e-6)
+    /* The range first: converting a double beyond long long's range is undefined. */
+    long long ibp = v >= 0.0 && v <= 100.0 ? (long long)(x + 0.5) : -1;
+    if (ibp < 0 || x - (double)ibp > 1e-6 || (double)ibp - x > 1e-6)
         return refuse(no, 400, "invalid", "standby_percent",
                       "must be from 0 to 100 with at most two decimals, found %g", v);
     *bp = (uint32_t)ibp;
@@ -162,8 +163,9 @@ read_plan(json_t *j, struct conf_plan *plan, struct api_refusal *no)
         if (ok && h) {
             if (json_is_string(h))
                 ok = conf_parse_duration(json_string_value(h), &hold) == 0;
-            else if (json_is_integer(h) && json_integer_value(h) >= 0)
-                hold = (uint64_t)json_integer_value(h) * 1000u;
+            else if (json_is_integer(h) && json_integer_value(h) >= 0 &&
+                     (uint64_t)json_integer_value(h) <= (uint64_t)INT64_MAX / 1000u)
+                hold = (uint64_t)json_integer_value(h) * 1000u; /* cannot wrap */
             else
                 ok = false;
         }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -27,6 +28,7 @@ struct waiter {
     struct api *a;
     struct evhttp_request *req; /* borrowed until answered or closed */
     struct event *timer;        /* owned */
+    struct event *hangup;       /* owned: the client closing its end (EV_CLOSED); may be NULL */
     uint64_t since;
     struct waiter *next;
     struct waiter *prev;
@@ -46,6 +48,8 @@ waiter_remove(struct waiter *w)
         w->next->prev = w->prev;
     a->nwaiters--;
     event_free(w->timer);
+    if (w->hangup)
+        event_free(w->hangup);
     free(w);
 }
 
@@ -81,6 +85,20 @@ on_waiter_closed(struct evhttp_connection *conn, void *arg)
 {
     /* The client went away: evhttp frees the request; forget it without answering. */
     waiter_remove(arg);
+}
+
+/* The client closed its end while waiting. evhttp does not read from a connection whose
+ * request awaits its answer, so it would notice only when the wait ends and the answer fails:
+ * until then the abandoned poll would keep its descriptor and its waiter slot. Free the
+ * connection now (its close callback, on_waiter_closed, forgets the waiter). */
+static void
+on_waiter_hangup(evutil_socket_t fd, short what, void *arg)
+{
+    struct waiter *w = arg;
+    struct evhttp_connection *conn = evhttp_request_get_connection(w->req);
+    if (conn == NULL)
+        return;
+    evhttp_connection_free(conn);
 }
 
 void
@@ -157,8 +175,16 @@ api_handle_events(struct api *a, struct evhttp_request *req, const char *query)
     a->waiters = w;
     a->nwaiters++;
     struct evhttp_connection *conn = evhttp_request_get_connection(req);
-    if (conn)
+    if (conn) {
         evhttp_connection_set_closecb(conn, on_waiter_closed, w);
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+        evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+        if (fd != -1) {
+            w->hangup = event_new(a->d->base, fd, EV_CLOSED, on_waiter_hangup, w);
+            if (w->hangup)
+                event_add(w->hangup, NULL);
+        }
+    }
 }
 
 /* The rollout's step and gates (the families metrics.c does not know about). */

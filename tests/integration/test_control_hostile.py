@@ -280,7 +280,6 @@ class BodiesTest(HostileCase):
         self.assertUnchanged(before, c, 'oversized bodies')
         self.assertTrue(p.alive())
 
-    @unittest.expectedFailure   # defect: control/api_rollout.c read_plan (see the report/patch)
     def test_hold_seconds_overflow_refused(self):
         """A hold in seconds whose value in ms overflows 64 bits must be refused, not wrapped
         into a short hold (18446744073709552 s * 1000 wraps to 384 ms)."""
@@ -334,7 +333,6 @@ class MethodsPathsTest(HostileCase):
         self.assertUnchanged(before, c, '%d wrong methods and paths' % n)
         self.assertTrue(p.alive())
 
-    @unittest.expectedFailure   # defect: control/api.c http_for() allowed methods (see the report)
     def test_other_methods_json_405(self):
         """OPTIONS and TRACE get the API's JSON 405 like every other wrong method (evhttp
         answers them with an HTML 501 unless they are allowed). CONNECT is evhttp's business
@@ -512,7 +510,6 @@ class ConnectionsTest(HostileCase):
         before['events_next'] += 1      # the reload event
         self.assertUnchanged(before, c, 'long-polls over the limit')
 
-    @unittest.expectedFailure   # defect: control/api_events.c, a waiter's close goes unnoticed
     def test_long_polls_released_when_clients_leave(self):
         """Long-polls whose clients went away release their descriptor and waiter slot at
         once, not when their wait ends (else 256 abandoned polls lock watchers out for up to

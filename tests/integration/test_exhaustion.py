@@ -202,7 +202,6 @@ class UpstreamSideTest(ExhaustionCase):
 
 class ControlSideTest(ExhaustionCase):
 
-    @unittest.expectedFailure   # defect: control/api.c, no accept error callback (see report)
     def test_control_socket_does_not_spin(self):
         """A control connection pending while descriptors are out: libevent retries accept()
         at once, forever, without an error callback — a busy loop on the main thread and a
