@@ -12,6 +12,9 @@
 #   make check-sanitize  the whole suite under ASan + UBSan (build-asan)
 #   make check-tsan      unit + 'tsan' suites under ThreadSanitizer (build-tsan)
 #   make fuzz            every fuzz target for FUZZ_SECONDS (60) each; needs clang (build-fuzz)
+#   make soak            build + tests/soak/soak.sh (10 min of mixed traffic, a cutover and a
+#                        rollback every 30 s, a reload every minute; SOAK_SECONDS, SOAK_OUT)
+#   make soak-asan       the same against the ASan build (ASAN_BUILD)
 #   make clean           remove the build directories
 #
 # Build directories can be moved: make test BUILD=build-mine ASAN_BUILD=... TSAN_BUILD=...
@@ -19,7 +22,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
-.PHONY: deps build test demo bench bench-instructions bench-targets check-tls check-sanitize check-tsan fuzz clean
+.PHONY: deps build test demo bench bench-instructions bench-targets check-tls check-sanitize check-tsan fuzz soak soak-asan clean
 
 # Plain '=' so that only the command line (not a stray environment variable) moves them.
 BUILD      = build
@@ -104,6 +107,15 @@ check-tsan: deps
 	TSAN_OPTIONS=$${TSAN_OPTIONS:-halt_on_error=1} \
 	    $(MESON) test -C $(TSAN_BUILD) --print-errorlogs --num-processes $(NPROC) \
 	    --timeout-multiplier 3 --suite unit --suite tsan
+
+soak: build
+	SOAK_BUILD=$(BUILD) bash tests/soak/soak.sh
+
+soak-asan: deps
+	@[ -f $(ASAN_BUILD)/meson-private/coredata.dat ] || \
+	    $(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
+	$(NINJA) -C $(ASAN_BUILD)
+	SOAK_BUILD=$(ASAN_BUILD) bash tests/soak/soak.sh
 
 FUZZ_BUILD   = build-fuzz
 FUZZ_SECONDS = 60

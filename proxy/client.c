@@ -369,12 +369,15 @@ client_close(struct client *c)
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
-    exchange_release(c, false);
+    /* Before the exchange lets go of its snapshot: acct_srv lives only as long as that (a
+     * reload may have removed the server since the tunnel opened). */
     if (c->tunnel_counted) {
         stats_gauge(&client_pool_stats(c, c->pool)->tunnels, -1);
         if (c->acct_srv)
             stats_gauge(&client_srv_stats(c, c->acct_srv)->tunnels, -1);
+        c->tunnel_counted = false;
     }
+    exchange_release(c, false);
     stats_gauge(&c->w->board->listener[c->w->id].conns, -1);
     bufferevent_free(c->bev);
     TAILQ_REMOVE(&c->w->clients, c, link);
