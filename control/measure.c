@@ -11,10 +11,11 @@
 /* A ring of cumulative samples: each holds the totals since start at its time, so any window
  * is one subtraction (latest minus the window's first sample), whatever its length. */
 struct series {
-    struct stats_totals *s; /* owned: MEASURE_SAMPLES slots */
-    uint64_t t_ms[MEASURE_SAMPLES];
-    size_t head; /* the slot the next sample goes to */
-    size_t n;    /* samples held, <= MEASURE_SAMPLES; the oldest is n slots behind head */
+    struct stats_totals *s; /* owned: cap slots */
+    uint64_t *t_ms;         /* owned: cap slots */
+    size_t cap;             /* MEASURE_SAMPLES for a pool, MEASURE_SERVER_SAMPLES for a server */
+    size_t head;            /* the slot the next sample goes to */
+    size_t n;               /* samples held, <= cap; the oldest is n slots behind head */
 };
 
 /* The history of one pool and server name, across the server objects reloads give it. */
@@ -36,9 +37,11 @@ struct measure {
 };
 
 static void
-series_init(struct series *ser)
+series_init(struct series *ser, size_t cap)
 {
-    ser->s = xcalloc(MEASURE_SAMPLES, sizeof(*ser->s));
+    ser->s = xcalloc(cap, sizeof(*ser->s));
+    ser->t_ms = xcalloc(cap, sizeof(*ser->t_ms));
+    ser->cap = cap;
     ser->head = 0;
     ser->n = 0;
 }
@@ -47,6 +50,7 @@ static void
 series_finish(struct series *ser)
 {
     xfree(&ser->s);
+    xfree(&ser->t_ms);
 }
 
 /* The slot of the k-th newest sample (0 = the latest); k < n. */
@@ -54,7 +58,7 @@ static size_t
 series_idx(const struct series *ser, size_t k)
 {
     assert(k < ser->n);
-    return (ser->head + MEASURE_SAMPLES - 1 - k) % MEASURE_SAMPLES;
+    return (ser->head + ser->cap - 1 - k) % ser->cap;
 }
 
 /* The slot for a sample at t_ms, for the caller to fill: the next one, or the latest one again
@@ -68,8 +72,8 @@ series_next(struct series *ser, uint64_t t_ms)
     if (ser->n > 0 && t_ms <= ser->t_ms[series_idx(ser, 0)])
         return &ser->s[series_idx(ser, 0)];
     i = ser->head;
-    ser->head = (ser->head + 1) % MEASURE_SAMPLES;
-    if (ser->n < MEASURE_SAMPLES)
+    ser->head = (ser->head + 1) % ser->cap;
+    if (ser->n < ser->cap)
         ser->n++;
     ser->t_ms[i] = t_ms;
     return &ser->s[i];
@@ -150,7 +154,7 @@ entry_create(enum pool_id pool, const char *name)
 
     e->pool = pool;
     e->name = xstrdup(name);
-    series_init(&e->ser);
+    series_init(&e->ser, MEASURE_SERVER_SAMPLES);
     return e;
 }
 
@@ -229,7 +233,7 @@ measure_create(const struct stats_board *board)
 
     m->board = board;
     for (int p = 0; p < POOL_COUNT; p++)
-        series_init(&m->pool[p]);
+        series_init(&m->pool[p], MEASURE_SAMPLES);
     return m;
 }
 

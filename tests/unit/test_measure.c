@@ -375,8 +375,22 @@ test_servers_reload(void)
            "server gauges: the latest sample's, summed over workers");
     }
 
+    /* A server keeps MEASURE_SERVER_SAMPLES (one minute), the pools five: after 100 more
+     * seconds a 120 s window of b1 is partial with a 60 s span, the pool's is whole. */
+    for (s = 52; s < 152; s++) {
+        serve(s2, s);
+        measure_sample(m, 1000 * (uint64_t)s, s2);
+    }
+    rc = measure_server_window(m, POOL_BLUE, "b1", 120000, &r);
+    ok(rc == 0 && r.partial && r.span_ms == 1000 * (MEASURE_SERVER_SAMPLES - 1) &&
+           r.requests == 10 * (MEASURE_SERVER_SAMPLES - 1),
+       "a server's history is one minute: 120 s window partial, span %llu ms, %llu requests",
+       (unsigned long long)r.span_ms, (unsigned long long)r.requests);
+    rc = measure_pool_window(m, POOL_BLUE, 120000, &r);
+    ok(rc == 0 && !r.partial && r.span_ms == 120000, "the pool's 120 s window is whole");
+
     /* no snapshot: every server forgotten */
-    measure_sample(m, 52000, NULL);
+    measure_sample(m, 152000, NULL);
     rc = measure_server_window(m, POOL_BLUE, "b1", 10000, &r);
     ok(rc == -1 && atomic_load(&snapshot_find_server(s2, POOL_BLUE, "b1")->refs) == 1,
        "a sample without a snapshot forgets every server and drops its refs");
