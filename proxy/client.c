@@ -354,7 +354,7 @@ exchange_reset(struct client *c)
     c->body_bytes = 0;
     c->out_body = HTTP_BODY_NONE;
     c->req_complete = c->resp_started = c->resp_bytes = c->resp_complete = false;
-    c->interim = c->up_reusable = c->up_reused = c->retried = c->moved = false;
+    c->up_reusable = c->up_reused = c->retried = c->moved = false;
     c->up_paused = false;
 }
 

@@ -67,7 +67,6 @@ struct client {
     bool resp_started; /* a final response head went to the client */
     bool resp_bytes;   /* any byte came from upstream for this exchange */
     bool resp_complete;
-    bool interim;
     bool up_reusable;
     bool up_reused;
     bool retried; /* the keep-alive race retry (same server, fresh connection) was used */
