@@ -205,6 +205,7 @@ respframe_execute(struct respframe *f, const char *data, size_t len, size_t *use
         f->complete_deferred = false;
         if (*used == 0 || data[*used - 1] != '\n' || before != '\r') {
             f->error = HPE_INVALID_CHUNK_SIZE;
+            llhttp_set_error_reason(f->parser, "a bare LF ends the chunked body");
             return RESPFRAME_ERROR;
         }
         if (f->ops->complete)
