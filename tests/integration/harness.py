@@ -1091,6 +1091,52 @@ def metric(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())))
 
 
+NOBODY = 65534
+
+# A request made by another user: a tiny stdlib client run as uid/gid NOBODY.
+PEER_SCRIPT = r'''
+import socket, sys
+path, method, target, body = sys.argv[1:5]
+b = body.encode()
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(path)
+s.sendall(('%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\nConnection: close\r\n\r\n'
+           % (method, target, len(b))).encode() + b)
+data = b''
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+sys.stdout.write(data.decode('utf-8', 'replace'))
+'''
+
+
+def as_nobody():
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def request_as_nobody(sock_path, method, target, body=''):
+    """→ (HTTP status, parsed JSON body or None, raw answer)."""
+    p = subprocess.run(['/usr/bin/python3', '-c', PEER_SCRIPT, sock_path, method, target, body],
+                       capture_output=True, timeout=15, preexec_fn=as_nobody, cwd='/')
+    raw = p.stdout.decode('utf-8', 'replace')
+    if p.returncode != 0:
+        raise AssertionError('client as uid %d failed (rc %d): %s' % (
+            NOBODY, p.returncode, p.stderr.decode('utf-8', 'replace')))
+    m = re.match(r'HTTP/1\.[01] (\d{3})', raw)
+    status = int(m.group(1)) if m else None
+    body_txt = raw.split('\r\n\r\n', 1)[1] if '\r\n\r\n' in raw else ''
+    try:
+        j = json.loads(body_txt[body_txt.index('{'):body_txt.rindex('}') + 1])
+    except ValueError:
+        j = None
+    return status, j, raw
+
+
 def wait_until(pred, timeout, interval=0.05):
     """Call pred until it returns a true value or timeout passes; returns its last value."""
     deadline = time.monotonic() + timeout

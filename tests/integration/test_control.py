@@ -22,7 +22,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-NOBODY = 65534
+NOBODY = h.NOBODY
 SAMPLER = 3.0       # how long we give the 1 s stats sampler to catch up
 
 
@@ -56,48 +56,6 @@ def by_server(counter):
     return out
 
 
-# A request made by another user: a tiny stdlib client run as uid/gid NOBODY.
-PEER_SCRIPT = r'''
-import socket, sys
-path, method, target, body = sys.argv[1:5]
-b = body.encode()
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(5)
-s.connect(path)
-s.sendall(('%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\nConnection: close\r\n\r\n'
-           % (method, target, len(b))).encode() + b)
-data = b''
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    data += d
-sys.stdout.write(data.decode('utf-8', 'replace'))
-'''
-
-
-def as_nobody():
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-
-
-def request_as_nobody(sock_path, method, target, body=''):
-    """→ (HTTP status, parsed JSON body or None, raw answer)."""
-    p = subprocess.run(['/usr/bin/python3', '-c', PEER_SCRIPT, sock_path, method, target, body],
-                       capture_output=True, timeout=15, preexec_fn=as_nobody, cwd='/')
-    raw = p.stdout.decode('utf-8', 'replace')
-    if p.returncode != 0:
-        raise AssertionError('client as uid %d failed (rc %d): %s' % (
-            NOBODY, p.returncode, p.stderr.decode('utf-8', 'replace')))
-    m = re.match(r'HTTP/1\.[01] (\d{3})', raw)
-    status = int(m.group(1)) if m else None
-    body_txt = raw.split('\r\n\r\n', 1)[1] if '\r\n\r\n' in raw else ''
-    try:
-        j = json.loads(body_txt[body_txt.index('{'):body_txt.rindex('}') + 1])
-    except ValueError:
-        j = None
-    return status, j, raw
 
 
 class ControlCase(h.ProxyTestCase):
@@ -837,7 +795,7 @@ class RefusalTest(ControlCase):
                                      ('POST', '/v1/rollback', ''),
                                      ('POST', '/v1/servers/blue/b1/maint', ''),
                                      ('GET', '/v1/status', ''), ('GET', '/metrics', '')):
-            status, j, raw = request_as_nobody(sock, method, target, body)
+            status, j, raw = h.request_as_nobody(sock, method, target, body)
             self.assertEqual(status, 403, '%s %s as uid %d: %s' % (method, target, NOBODY, raw))
             self.assertEqual(j and j.get('ok'), False, raw)
             self.assertEqual(j['error']['code'], 'forbidden', raw)
@@ -851,7 +809,7 @@ class RefusalTest(ControlCase):
         sock = p.config['control']['socket']
         os.chmod(self.tmpdir, 0o755)
         os.chmod(sock, 0o666)
-        status, j, raw = request_as_nobody(sock, 'PUT', '/v1/weights', '{"standby_percent": 50}')
+        status, j, raw = h.request_as_nobody(sock, 'PUT', '/v1/weights', '{"standby_percent": 50}')
         self.assertEqual(status, 200, raw)
         self.assertEqual(j['generation'], 2, raw)
         self.assertEqual(c.status()['routing']['standby_bp'], 5000)

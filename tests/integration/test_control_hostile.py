@@ -21,7 +21,6 @@ import re
 import resource
 import select
 import socket
-import subprocess
 import sys
 import time
 import unittest
@@ -30,7 +29,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-NOBODY = 65534
+NOBODY = h.NOBODY
 WAITER_LIMIT = 256          # control/api_events.c API_MAX_WAITERS
 LONG_POLLS = 1200           # well over the limit
 MAX_BODY = 64 * 1024        # control/api.c API_MAX_BODY: over it, a JSON 413
@@ -144,31 +143,6 @@ def parse_raw(raw):
 def request_bytes(method, target, body=b'', extra=''):
     return ('%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n'
             % (method, target, len(body), extra)).encode('latin-1') + body
-
-
-PEER_SCRIPT = r'''
-import socket, sys
-path, method, target, body = sys.argv[1:5]
-b = body.encode()
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-s.connect(path)
-s.sendall(('%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\nConnection: close\r\n\r\n'
-           % (method, target, len(b))).encode() + b)
-data = b''
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    data += d
-sys.stdout.write(data.decode('utf-8', 'replace'))
-'''
-
-
-def as_nobody():
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
 
 
 class HostileCase(h.ProxyTestCase):
@@ -366,12 +340,7 @@ class PeersTest(HostileCase):
             ('GET', '/v1/events?since=0&wait=5', '')]
         for method, target, body in targets:
             t0 = time.monotonic()
-            pr = subprocess.run(['/usr/bin/python3', '-c', PEER_SCRIPT, self.sock, method, target,
-                                 body], capture_output=True, timeout=20, preexec_fn=as_nobody,
-                                cwd='/')
-            raw = pr.stdout
-            self.assertEqual(pr.returncode, 0, pr.stderr.decode('utf-8', 'replace'))
-            status, j = parse_raw(raw)
+            status, j, _ = h.request_as_nobody(self.sock, method, target, body)
             self.assertJsonError(status, j, 403, 'forbidden', '%s %s as uid %d' % (
                 method, target, NOBODY))
             self.assertLess(time.monotonic() - t0, 4.0, 'a forbidden long-poll was held')
