@@ -1091,6 +1091,63 @@ def metric(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())))
 
 
+class SteadyClient:
+    """Normal traffic in a thread while something else happens (a fault, slow clients): keep-alive
+    GETs and POSTs with a body, a new connection now and then; every answer is checked (target
+    echoed, body hash) and timed. finish() -> (ok count, [(i, failure)]); .slowest in seconds."""
+
+    def __init__(self, port, timeout=5.0, pause=0.005):
+        self.port = port
+        self.timeout = timeout
+        self.pause = pause
+        self.ok = 0
+        self.slowest = 0.0
+        self.failures = []
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        body = bytes(range(256)) * 8
+        c = None
+        i = 0
+        while not self.stop_ev.is_set():
+            i += 1
+            t0 = time.monotonic()
+            try:
+                if c is None or i % 8 == 0:
+                    if c:
+                        c.close()
+                    c = Client(self.port, timeout=self.timeout)
+                if i % 3 == 0:
+                    r = c.request('POST', '/echo?steady=%d' % i, body=body)
+                    good = r.status == 200 and r.json()['body_fnv1a'] == fnv1a64(body)
+                else:
+                    r = c.request('GET', '/echo?steady=%d' % i)
+                    good = r.status == 200 and r.json()['target'] == '/echo?steady=%d' % i
+                if good:
+                    self.ok += 1
+                    self.slowest = max(self.slowest, time.monotonic() - t0)
+                else:
+                    self.failures.append((i, r.summary(200)))
+                if r.wants_close():
+                    c.close()
+                    c = None
+            except Exception as e:      # noqa: BLE001 — every failure is recorded
+                self.failures.append((i, repr(e)))
+                if c:
+                    c.close()
+                c = None
+            time.sleep(self.pause)
+        if c:
+            c.close()
+
+    def finish(self):
+        self.stop_ev.set()
+        self.t.join(10)
+        return self.ok, self.failures
+
+
 NOBODY = 65534
 
 # A request made by another user: a tiny stdlib client run as uid/gid NOBODY.

@@ -235,57 +235,6 @@ GARBAGE = [
 ]
 
 
-class Steady:
-    """Normal traffic to the healthy pool while a fault runs: keep-alive GETs, POSTs with a
-    body, and now and then a new connection; every answer is checked."""
-
-    def __init__(self, port):
-        self.port = port
-        self.ok = 0
-        self.failures = []
-        self.stop_ev = threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self):
-        body = bytes(range(256)) * 12
-        c = None
-        i = 0
-        while not self.stop_ev.is_set():
-            i += 1
-            try:
-                if c is None or i % 10 == 0:
-                    if c:
-                        c.close()
-                    c = h.Client(self.port, timeout=5)
-                if i % 3 == 0:
-                    r = c.request('POST', '/echo?steady=%d' % i, body=body)
-                    good = r.status == 200 and r.json()['body_fnv1a'] == h.fnv1a64(body)
-                else:
-                    r = c.request('GET', '/echo?steady=%d' % i)
-                    good = r.status == 200 and r.json()['target'] == '/echo?steady=%d' % i
-                if not good:
-                    self.failures.append((i, r.summary(200)))
-                else:
-                    self.ok += 1
-                if r.wants_close():
-                    c.close()
-                    c = None
-            except Exception as e:      # noqa: BLE001 — every failure is recorded
-                self.failures.append((i, repr(e)))
-                if c:
-                    c.close()
-                c = None
-            time.sleep(0.005)
-        if c:
-            c.close()
-
-    def finish(self):
-        self.stop_ev.set()
-        self.t.join(10)
-        return self.ok, self.failures
-
-
 class FaultBase(h.ProxyTestCase):
     """blue: the healthy test origin b1 on the first listener; green: the fault server f1,
     reached through a second listener with route_to: green (no failover, so each fault shows)."""
@@ -310,7 +259,7 @@ class FaultBase(h.ProxyTestCase):
         self.normal, self.faulty = self.p.ports
         self.ctl = h.ctl_for(self.p)
         self.base = self.metrics()
-        self.steady = Steady(self.normal)
+        self.steady = h.SteadyClient(self.normal)
 
     def tearDown(self):
         self.steady.finish()

@@ -23,58 +23,6 @@ MiB = 1 << 20
 SANITIZED = os.environ.get('SWITCHYARD_SANITIZE', 'none') not in ('', 'none')
 
 
-class Normal:
-    """Normal clients alongside: keep-alive GETs and POSTs plus a new connection now and then,
-    each answer checked and timed."""
-
-    def __init__(self, port, timeout=5.0):
-        self.port = port
-        self.timeout = timeout
-        self.ok = 0
-        self.slowest = 0.0
-        self.failures = []
-        self.stop_ev = threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self):
-        c = None
-        i = 0
-        body = b'n' * 2000
-        while not self.stop_ev.is_set():
-            i += 1
-            t0 = time.monotonic()
-            try:
-                if c is None or i % 8 == 0:
-                    if c:
-                        c.close()
-                    c = h.Client(self.port, timeout=self.timeout)
-                if i % 4 == 0:
-                    r = c.request('POST', '/echo?normal=%d' % i, body=body)
-                    good = r.status == 200 and r.json()['body_bytes'] == len(body)
-                else:
-                    r = c.request('GET', '/echo?normal=%d' % i)
-                    good = r.status == 200 and r.json()['target'] == '/echo?normal=%d' % i
-                if good:
-                    self.ok += 1
-                    self.slowest = max(self.slowest, time.monotonic() - t0)
-                else:
-                    self.failures.append((i, r.summary(150)))
-            except Exception as e:      # noqa: BLE001 — every failure is recorded
-                self.failures.append((i, repr(e)))
-                if c:
-                    c.close()
-                c = None
-            time.sleep(0.01)
-        if c:
-            c.close()
-
-    def finish(self):
-        self.stop_ev.set()
-        self.t.join(10)
-        return self.ok, self.failures
-
-
 def proc_cpu_seconds(pid):
     with open('/proc/%d/stat' % pid) as f:
         fields = f.read().rsplit(')', 1)[1].split()
@@ -104,7 +52,7 @@ class SlowlorisTest(SlowTestCase):
     def test_slowloris_cut_at_client_header(self):
         p = self.setup_basic(workers=1, timeouts={'client_header': '1s'})
         before = self.b1.stats()['requests']
-        normal = Normal(p.port)
+        normal = h.SteadyClient(p.port, pause=0.01)
         n = 150
         head = b'GET /loris HTTP/1.1\r\nHost: test.local\r\n'
         trickle = b''.join(b'X-Loris-%d: x\r\n' % i for i in range(100))
@@ -172,7 +120,7 @@ class SlowBodyTest(SlowTestCase):
                                            {'address': '127.0.0.1:0', 'route_to': 'green'}],
                                    timeouts={'client_body': '1s'}))
         normal_port, slow_port = p.ports
-        normal = Normal(normal_port)
+        normal = h.SteadyClient(normal_port, pause=0.01)
         # what is open at green before: this stats connection and the health checker's
         base_open = self.g1.stats()['connections_open']
         n = 30
@@ -229,7 +177,7 @@ class SlowReaderTest(SlowTestCase):
 
     def test_slow_readers_memory_bounded(self):
         p = self.setup_basic(workers=1)
-        normal = Normal(p.port)
+        normal = h.SteadyClient(p.port, pause=0.01)
         time.sleep(0.3)                 # warm up: buffers, spare clients, upstream pool
         base_kb = p.rss_kb()
         n, size = 16, 16 * MiB
