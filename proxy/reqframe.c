@@ -318,12 +318,12 @@ on_headers_complete(llhttp_t *p)
     f->upgrade = p->upgrade != 0;
     f->upgrade_pending = f->upgrade;
     f->keepalive = llhttp_should_keep_alive(p) != 0;
-    if (f->ops->head) {
-        int st = f->ops->head(f->arg);
-        if (st)
-            return reject(f, st);
-    }
-    return 0;
+    /* llhttp 8 (strict) takes a bare LF as the empty line that ends the head, where a front
+     * parser may see a header line go on (then "GET / ...\r\n\nGET /x ..." is one request to
+     * it and two to us). The callback does not say where the head ends: pause, and execute()
+     * checks the bytes before the parser's position, then reports the head. */
+    f->head_pending = true;
+    return HPE_PAUSED;
 }
 
 static int
@@ -358,6 +358,31 @@ on_message_complete(llhttp_t *p)
 
 static enum reqframe_result execute(struct reqframe *f, const char *data, size_t len, size_t *used);
 
+/* Whether the bytes just before data + used (used >= 1) are CRLF; the CR may be the last byte of
+ * an earlier buffer. */
+static bool
+crlf_before(const struct reqframe *f, const char *data, size_t used)
+{
+    char before = used >= 2 ? data[used - 2] : f->last_byte;
+    return used > 0 && data[used - 1] == '\n' && before == '\r';
+}
+
+/* Goes on after llhttp paused inside data (done bytes used): the rest of data is parsed as if
+ * it came in a call of its own. */
+static enum reqframe_result
+execute_rest(struct reqframe *f, const char *data, size_t len, size_t done, size_t *used)
+{
+    char last = f->last_byte;
+    f->consumed += done;
+    f->last_byte = data[done - 1];
+    size_t more = 0;
+    enum reqframe_result r = execute(f, data + done, len - done, &more);
+    f->consumed -= done; /* reqframe_execute adds all of *used */
+    f->last_byte = last; /* and sets it from the last byte used */
+    *used = done + more;
+    return r;
+}
+
 enum reqframe_result
 reqframe_execute(struct reqframe *f, const char *data, size_t len, size_t *used)
 {
@@ -391,12 +416,9 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
         const char *pos = llhttp_get_error_pos(&f->parser);
         size_t done = (pos && pos >= data && pos <= data + len) ? (size_t)(pos - data) : 0;
         llhttp_resume_after_upgrade(&f->parser);
-        f->consumed += done;
-        size_t more = 0;
-        enum reqframe_result r = execute(f, data + done, len - done, &more);
-        f->consumed -= done; /* reqframe_execute adds all of *used */
-        *used = done + more;
-        return r;
+        if (done == 0)
+            return execute(f, data, len, used);
+        return execute_rest(f, data, len, done, used);
     }
     if (err == HPE_OK) {
         *used = len;
@@ -419,12 +441,30 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
     }
     const char *pos = llhttp_get_error_pos(&f->parser);
     *used = (pos && pos >= data && pos <= data + len) ? (size_t)(pos - data) : 0;
+    if (f->head_pending && err == HPE_PAUSED) {
+        /* pos is just past the LF that ended the head: the empty line is CRLF (RFC 9112 §2.2). */
+        f->head_pending = false;
+        if (!crlf_before(f, data, *used)) {
+            f->status = 400;
+            f->failed = true;
+            return REQFRAME_ERROR;
+        }
+        if (f->ops->head) {
+            int st = f->ops->head(f->arg);
+            if (st) {
+                f->status = st;
+                f->failed = true;
+                return REQFRAME_ERROR;
+            }
+        }
+        llhttp_resume(&f->parser);
+        return execute_rest(f, data, len, *used, used);
+    }
     if (f->complete_deferred && (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)) {
         /* pos is just past the LF that ended the message: CRLF there, not a bare LF (RFC 9112
          * §7.1; a front proxy reading it differently would see another request after it). */
         f->complete_deferred = false;
-        char before = *used >= 2 ? data[*used - 2] : f->last_byte;
-        if (*used == 0 || data[*used - 1] != '\n' || before != '\r') {
+        if (!crlf_before(f, data, *used)) {
             f->status = 400;
             f->failed = true;
             return REQFRAME_ERROR;

@@ -75,6 +75,9 @@ struct reqframe {
      * as its last line: "0\r\n\n"): the byte before the final LF may be the last one of the
      * previous buffer. */
     bool complete_deferred;
+    /* The head is complete but not yet reported: its empty line is checked first (llhttp 8
+     * takes a bare LF there). */
+    bool head_pending;
     char last_byte; /* the last byte reqframe_execute consumed before this call */
 };
 

@@ -52,6 +52,8 @@ respframe_bind(struct respframe *f, llhttp_t *parser, char *last_byte, struct ht
     f->keepalive = false;
     f->error = HPE_OK;
     f->complete_deferred = false;
+    f->head_pending = false;
+    f->head_skip = RESPFRAME_SKIP_NONE;
     f->last_byte = last_byte;
     parser->data = f;
 }
@@ -122,23 +124,24 @@ on_headers_complete(llhttp_t *p)
         llhttp_set_error_reason(p, "status code below 100");
         return -1;
     }
+    /* llhttp 8 (strict) takes a bare LF as the empty line that ends the head, where a client
+     * (or a cache) may see a header line go on. The callback does not say where the head ends:
+     * it pauses, and respframe_execute() checks the bytes before the parser's position, then
+     * reports the head and lets llhttp go on as this callback's result would have. */
+    f->head_pending = true;
     if (interim(status)) {
         /* 100 Continue, 103 Early Hints: the final response follows. */
-        if (f->ops->interim)
-            f->ops->interim(f->arg, f);
-        http_head_clear(f->head);
-        return 1;
+        f->head_skip = RESPFRAME_SKIP_BODY;
+        return HPE_PAUSED;
     }
     if (status == 101) {
         if (!f->upgrade_request) {
+            f->head_pending = false;
             llhttp_set_error_reason(p, "101 without an upgrade request");
             return -1;
         }
-        if (f->ops->head && f->ops->head(f->arg, f) != 0) {
-            llhttp_set_error_reason(p, "refused");
-            return -1;
-        }
-        return 2; /* the rest is another protocol */
+        f->head_skip = RESPFRAME_SKIP_UPGRADE; /* the rest is another protocol */
+        return HPE_PAUSED;
     }
     bool nobody = f->head_request || status == 204 || status == 304;
     f->chunked = (p->flags & F_CHUNKED) != 0;
@@ -152,11 +155,29 @@ on_headers_complete(llhttp_t *p)
         f->body = RESPFRAME_BODY_CHUNKED;
     else
         f->body = RESPFRAME_BODY_CLOSE;
-    if (f->ops->head && f->ops->head(f->arg, f) != 0) {
-        llhttp_set_error_reason(p, "refused");
-        return -1;
+    f->head_skip = nobody ? RESPFRAME_SKIP_BODY : RESPFRAME_SKIP_NONE;
+    return HPE_PAUSED;
+}
+
+/* The head checked in respframe_execute: reported to the owner, then llhttp is told what
+ * on_headers_complete would have returned (1: no body, F_SKIPBODY; 2: upgrade, which also skips
+ * the body). Returns false when the owner refuses it. */
+static bool
+report_head(struct respframe *f)
+{
+    llhttp_t *p = f->parser;
+    if (interim(f->status)) {
+        if (f->ops->interim)
+            f->ops->interim(f->arg, f);
+        http_head_clear(f->head);
+    } else if (f->ops->head && f->ops->head(f->arg, f) != 0) {
+        return false;
     }
-    return nobody ? 1 : 0;
+    if (f->head_skip == RESPFRAME_SKIP_UPGRADE)
+        p->upgrade = 1;
+    if (f->head_skip != RESPFRAME_SKIP_NONE)
+        p->flags |= F_SKIPBODY;
+    return true;
 }
 
 static int
@@ -175,13 +196,21 @@ on_message_complete(llhttp_t *p)
     if (interim(p->status_code) || p->status_code == 101)
         return 0; /* the final response follows, or llhttp pauses for the upgrade next */
     f->keepalive = llhttp_should_keep_alive(p) != 0;
-    if (p->flags & F_CHUNKED) {
+    if ((p->flags & F_CHUNKED) && !(p->flags & F_SKIPBODY)) {
         f->complete_deferred = true; /* reported by respframe_execute() once checked */
         return HPE_PAUSED;
     }
     if (f->ops->complete)
         f->ops->complete(f->arg, f);
     return HPE_PAUSED;
+}
+
+static enum respframe_result
+fail(struct respframe *f, llhttp_errno_t error, const char *reason)
+{
+    f->error = error;
+    llhttp_set_error_reason(f->parser, reason);
+    return RESPFRAME_ERROR;
 }
 
 enum respframe_result
@@ -198,12 +227,26 @@ respframe_execute(struct respframe *f, const char *data, size_t len, size_t *use
     const char *pos = llhttp_get_error_pos(f->parser);
     *used = (pos && pos >= data && pos <= data + len) ? (size_t)(pos - data) : 0;
     char before = *used >= 2 ? data[*used - 2] : *f->last_byte;
+    bool crlf = *used > 0 && data[*used - 1] == '\n' && before == '\r';
     if (*used > 0)
         *f->last_byte = data[*used - 1];
+    if (f->head_pending && err == HPE_PAUSED) {
+        /* pos is just past the LF that ended the head: the empty line is CRLF (RFC 9112 §2.2). */
+        f->head_pending = false;
+        if (!crlf)
+            return fail(f, HPE_INVALID_HEADER_TOKEN, "a bare LF ends the head");
+        if (!report_head(f))
+            return fail(f, HPE_USER, "refused");
+        llhttp_resume(f->parser);
+        size_t done = *used, more = 0;
+        enum respframe_result r = respframe_execute(f, data + done, len - done, &more);
+        *used = done + more;
+        return r;
+    }
     if (f->complete_deferred && err == HPE_PAUSED) {
         /* pos is just past the LF that ended the body: CRLF there, not a bare LF. */
         f->complete_deferred = false;
-        if (*used == 0 || data[*used - 1] != '\n' || before != '\r') {
+        if (!crlf) {
             f->error = HPE_INVALID_CHUNK_SIZE;
             llhttp_set_error_reason(f->parser, "a bare LF ends the chunked body");
             return RESPFRAME_ERROR;

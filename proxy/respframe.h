@@ -37,6 +37,13 @@ enum respframe_body {
     RESPFRAME_BODY_CLOSE,    /* up to the end of the connection */
 };
 
+/* What follows a head (on_headers_complete's result for llhttp). */
+enum respframe_skip {
+    RESPFRAME_SKIP_NONE = 0, /* a body as the head describes */
+    RESPFRAME_SKIP_BODY,     /* no body: HEAD, 1xx, 204, 304 */
+    RESPFRAME_SKIP_UPGRADE,  /* 101: the rest is another protocol */
+};
+
 enum respframe_result {
     RESPFRAME_OK = 0,  /* all bytes used; more may come */
     RESPFRAME_DONE,    /* the final response is complete; bytes after it are not its */
@@ -60,6 +67,10 @@ struct respframe {
     /* The end of a chunked body is checked before it is reported (llhttp 8 takes a bare LF as
      * its last line). The byte before the final LF may have come in an earlier pass. */
     bool complete_deferred;
+    /* The head is complete but not yet reported: its empty line is checked first (llhttp 8 takes
+     * a bare LF there). head_skip is what llhttp does after it. */
+    bool head_pending;
+    enum respframe_skip head_skip;
     char *last_byte; /* borrowed: the last byte of the previous call, kept beside the parser */
 };
 

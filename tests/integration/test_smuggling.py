@@ -408,6 +408,13 @@ EXTRA = [
     ('bare_cr_request_line', b'GET /\r HTTP/1.1\r\n' + H + b'\r\n'),
     ('lf_only_head_smuggle', b'GET / HTTP/1.1\r\n' + H + b'Content-Length: 0\n\nGET /lf HTTP/1.1\r\n' +
                              H + b'\r\n'),
+    # llhttp 8 (strict) takes a bare LF as the empty line ending a head: a front parser reading
+    # CRLF lines sees one request with a header line 'GET /lf HTTP/1.1'.
+    ('bare_lf_ends_head_smuggle', b'GET / HTTP/1.1\r\n' + H + b'\nGET /lf HTTP/1.1\r\n' + H +
+                                  b'\r\n'),
+    ('bare_lf_ends_head_with_cl', b'POST / HTTP/1.1\r\n' + H + b'Content-Length: 5\r\n\nhello'),
+    ('bare_lf_ends_head_chunked', b'POST / HTTP/1.1\r\n' + H + b'Transfer-Encoding: chunked\r\n\n'
+                                  b'0\r\n\r\n' + SMUGGLED),
     ('nul_in_target', b'GET /a\x00b HTTP/1.1\r\n' + H + b'\r\n'),
     ('nul_in_name', b'GET / HTTP/1.1\r\n' + H + b'X\x00A: b\r\n\r\n'),
     ('del_in_value', b'GET / HTTP/1.1\r\n' + H + b'X-A: a\x7fb\r\n\r\n'),
@@ -741,6 +748,8 @@ SHAPES = {
     'chunk_bare_lf': O + b'Transfer-Encoding: chunked\r\n\r\n2\nok\n0\n\n' + INNER,
     'bare_lf_head': b'HTTP/1.1 200 OK\nContent-Length: 0\n\n' + INNER,
     'bare_lf_after_cl': O + b'Content-Length: 0\n\r\n' + INNER,
+    'bare_lf_ends_head': O + b'Content-Length: 0\r\n\n' + INNER,
+    'bare_lf_ends_chunked_head': O + b'Transfer-Encoding: chunked\r\n\n0\r\n\r\n' + INNER,
     'bare_cr_value': O + b'X-A: a\rContent-Length: 0\r\nContent-Length: %d\r\n\r\n' % len(INNER)
                      + INNER,
     'obs_fold_cl': O + b'Content-Length: 0\r\n %d\r\n\r\n' % len(INNER) + INNER,
@@ -897,7 +906,8 @@ class ResponseSplittingTest(h.ProxyTestCase):
         if os.environ.get('SMUGGLING_VERBOSE'):
             sys.stdout.write('\n%r\n' % outcome)
         bad_502 = [n for n in ('cl_te', 'te_cl', 'two_cl', 'chunk_size_bad', 'chunk_bare_lf',
-                               'bare_lf_head', 'obs_fold_cl', 'te_xchunked_cl')
+                               'bare_lf_head', 'bare_lf_ends_head', 'bare_lf_ends_chunked_head',
+                               'obs_fold_cl', 'te_xchunked_cl')
                    if any(s not in (502, 'closed') for s in outcome[n])]
         self.assertEqual(bad_502, [], 'ambiguous upstream framing passed on: %r' % {
             n: outcome[n] for n in bad_502})

@@ -274,6 +274,18 @@ rejects(const char *what, const char *data, size_t len, int status)
     ok(runs(data, len, &default_limits, status, NULL) == 0, "%d: %s", status, what);
 }
 
+/* As rejects, and the owner saw nheads heads (at every split: the transcripts match). */
+static void
+rejects_after(const char *what, const char *data, size_t len, int status, int nheads)
+{
+    struct rec r;
+    int bad = runs(data, len, &default_limits, status, &r);
+    if (r.nhead != nheads)
+        diag("%d heads reported, want %d", r.nhead, nheads);
+    ok(bad == 0 && r.nhead == nheads, "%d after %d heads: %s", status, nheads, what);
+    rec_finish(&r);
+}
+
 static void
 rejects_lim(const char *what, const char *data, size_t len, const struct reqframe_limits *lim,
             int status)
@@ -455,6 +467,22 @@ test_field_syntax(void)
             R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
               "0\r\nT: v\r\n\n"),
             400);
+    /* llhttp 8 (strict) takes a bare LF as the empty line ending a head, where a front parser
+     * may read the next line as a header of the same request. */
+    rejects_after("head ended by a bare LF, then a request",
+                  R("GET / HTTP/1.1\r\nHost: a\r\n\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n"), 400, 0);
+    rejects_after("head ended by a bare LF, with a body",
+                  R("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\nx"), 400, 0);
+    rejects_after("head ended by a bare LF, chunked",
+                  R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\n0\r\n\r\n"), 400,
+                  0);
+    rejects_after("HTTP/1.0 head without fields ended by a bare LF", R("GET / HTTP/1.0\r\n\n"), 400,
+                  0);
+    rejects_after("upgrade head ended by a bare LF",
+                  R("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\n"),
+                  400, 0);
+    rejects_after("second pipelined head ended by a bare LF",
+                  R("GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\n"), 400, 1);
     rejects("two spaces before the target", R("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     rejects("two spaces before the version", R("GET /  HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     rejects("bare LF after the request line", R("GET / HTTP/1.1\nHost: a\r\n\r\n"), 400);

@@ -317,6 +317,31 @@ test_refused(void)
           R("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\n"), &bad);
     check("chunked body with a trailer ended by a bare LF",
           R("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\r\n\n"), &bad);
+    /* llhttp 8 (strict) takes a bare LF as the empty line ending a head: refused before the
+     * head is reported (nothing may reach the client), whatever the framing after it. */
+    const struct want bad_unreported = {.result = RESPFRAME_ERROR, .transcript = ""};
+    check("head ended by a bare LF (Content-Length)",
+          R("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\nx"), &bad_unreported);
+    check("head ended by a bare LF (chunked, cut body looks complete otherwise)",
+          R("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\n1\r\nx\r\n0\r\n\r\n"),
+          &bad_unreported);
+    check("head ended by a bare LF (close-delimited)", R("HTTP/1.1 200 OK\r\nX: 1\r\n\nabc"),
+          &bad_unreported);
+    check("head ended by a bare LF (no fields)", R("HTTP/1.1 200 OK\r\n\n"), &bad_unreported);
+    check("head ended by a bare LF (204)", R("HTTP/1.1 204 No Content\r\nX: 1\r\n\n"),
+          &bad_unreported);
+    check("head ended by a bare LF (HEAD)", R("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\n"),
+          &(struct want){.req = "HEAD", .result = RESPFRAME_ERROR, .transcript = ""});
+    check("interim head ended by a bare LF",
+          R("HTTP/1.1 100 Continue\r\n\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+          &bad_unreported);
+    check("final head ended by a bare LF after an interim",
+          R("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\n"),
+          &(struct want){.result = RESPFRAME_ERROR, .transcript = "I 100\n"});
+    check("101 head ended by a bare LF",
+          R("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "\n"),
+          &(struct want){.req = "UPGRADE", .result = RESPFRAME_ERROR, .transcript = ""});
     check("NUL in the status line",
           R("HTTP/1.1 2\x00"
             "0 OK\r\n\r\n"),
