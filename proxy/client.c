@@ -354,7 +354,8 @@ exchange_reset(struct client *c)
     c->body_bytes = 0;
     c->out_body = HTTP_BODY_NONE;
     c->req_complete = c->resp_started = c->resp_bytes = c->resp_complete = false;
-    c->up_reusable = c->up_reused = c->retried = c->moved = false;
+    c->up_reusable = c->up_reused = c->retried = c->moved = c->replay = false;
+    c->req_head_len = 0;
     c->up_paused = false;
 }
 
@@ -705,11 +706,30 @@ on_head(void *arg)
     return 0;
 }
 
+/* Appends a body piece to c->req as it went upstream, while the body fits RELAY_REPLAY_BYTES. */
+static void
+keep_for_replay(struct client *c, const char *at, size_t len)
+{
+    char line[24];
+    int n = c->rf.chunked ? snprintf(line, sizeof(line), "%zx\r\n", len) : 0;
+    size_t wire = (size_t)n + len + (c->rf.chunked ? 2 : 0);
+    if (c->req.len - c->req_head_len + wire > RELAY_REPLAY_BYTES) {
+        c->replay = false; /* too big to send again: streamed only */
+        return;
+    }
+    http_buf_add(&c->req, line, (size_t)n);
+    http_buf_add(&c->req, at, len);
+    if (c->rf.chunked)
+        http_buf_add(&c->req, "\r\n", 2);
+}
+
 static int
 on_body(void *arg, const char *at, size_t len)
 {
     struct client *c = arg;
     sock_add_body(c->w->qstage, at, len, c->rf.chunked);
+    if (c->replay)
+        keep_for_replay(c, at, len);
     return 0;
 }
 
@@ -717,8 +737,11 @@ static void
 on_complete(void *arg)
 {
     struct client *c = arg;
-    if (c->rf.chunked && c->up)
+    if (c->rf.chunked && c->up) {
         evbuffer_add(c->w->qstage, "0\r\n\r\n", 5);
+        if (c->replay)
+            http_buf_add(&c->req, "0\r\n\r\n", 5);
+    }
     c->req_complete = true;
     c->state = CS_WAIT;
     if (c->rf.has_body)

@@ -24,6 +24,12 @@
 #define RELAY_HIGH_BYTES (256 * 1024)
 #define RELAY_LOW_BYTES (64 * 1024)
 
+/* A request body up to this size (as sent upstream, chunk lines included) is kept beside the
+ * head while the exchange runs, so a request that dies on a reused connection before any
+ * response byte is sent again whole (DESIGN §4). A larger body is streamed only: such a request
+ * gets 502 (HAProxy's L7 retries have the same limit, its buffer). */
+#define RELAY_REPLAY_BYTES (16 * 1024)
+
 enum client_state {
     CS_IDLE = 0, /* waiting for the first byte of a request */
     CS_HEAD,     /* reading a request head */
@@ -51,8 +57,10 @@ struct client {
     struct wsnap *ws;   /* the snapshot this request uses (counted) */
     struct server *srv; /* borrowed from ws; in-flight counted on it */
     enum pool_id pool;
-    struct upconn *up;   /* owned while the exchange runs */
-    struct http_buf req; /* the request head as sent upstream (kept to retry) */
+    struct upconn *up;     /* owned while the exchange runs */
+    struct http_buf req;   /* the request as sent upstream (kept to retry): the head, then the
+                            * body while `replay` (at most RELAY_REPLAY_BYTES of it) */
+    uint32_t req_head_len; /* the head's part of req */
     char request_id[129];
     /* Set-Cookie value to add, or "": name (CONF_COOKIE_NAME_MAX), bucket, Max-Age, flags. */
     char cookie[CONF_COOKIE_NAME_MAX + 96];
@@ -71,6 +79,7 @@ struct client {
     bool up_reused;
     bool retried; /* the keep-alive race retry (same server, fresh connection) was used */
     bool moved;   /* the dead-server retry (another server) was used */
+    bool replay;  /* req holds all of the request sent so far: it can be sent again */
     bool in_feed;
     bool read_paused; /* back-pressure: upstream output full */
     bool up_paused;   /* back-pressure: client output full */

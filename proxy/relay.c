@@ -149,6 +149,8 @@ relay_attach(struct client *c)
     };
     c->req.len = 0;
     http_write_request(&c->req, &c->rf.head, &m);
+    c->req_head_len = (uint32_t)c->req.len;
+    c->replay = true;
     if (!attach_server(c, srv, NULL, false, true)) {
         c->reject = 502;
         return false;
@@ -260,6 +262,18 @@ relay_feed(struct client *c)
     respframe_unbind(&f);
 }
 
+/* After a retry attached a new connection: the client's reads go on if the old connection's
+ * full output had paused them. */
+static void
+resume_client_reads(struct client *c)
+{
+    if (c->read_paused) {
+        c->read_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+        client_feed(c);
+    }
+}
+
 /* Connect failure: move what was queued to another server of the pool, within `retries`. */
 static void
 connect_failed(struct client *c, bool timeout)
@@ -288,11 +302,7 @@ connect_failed(struct client *c, bool timeout)
         COUNT(c, next, retries);
     if (next && attach_server(c, next, pending, false, false)) {
         evbuffer_free(pending);
-        if (c->read_paused) {
-            c->read_paused = false;
-            bufferevent_enable(c->bev, EV_READ);
-            client_feed(c);
-        }
+        resume_client_reads(c);
         return;
     }
     evbuffer_free(pending);
@@ -365,12 +375,13 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
     }
     bool stale_retry = c->up_reused && !c->retried;
     bool move_retry = !c->up_reused && !c->moved && idempotent(c->rf.parser.method);
-    if (!c->resp_bytes && !c->rf.has_body && (stale_retry || move_retry)) {
+    if (!c->resp_bytes && c->replay && (stale_retry || move_retry)) {
         /* Nothing came back. On a reused connection it is the keep-alive race (the server
          * closed it as we reused it): once more on a fresh connection to the same server. On a
-         * fresh connection the server died with the request: an idempotent request without a
-         * body goes once to another server of the pool (DESIGN §4: a killed server costs no
-         * request). */
+         * fresh connection the server died with the request: an idempotent request goes once
+         * to another server of the pool (DESIGN §4: a killed server costs no request). Either
+         * way the request goes again from c->req: its head and the body so far (a body over
+         * RELAY_REPLAY_BYTES cannot: 502). */
         struct server *srv = c->srv;
         upstream_close(&c->up);
         client_inflight(c, srv, false);
@@ -385,8 +396,10 @@ on_up_event(struct bufferevent *bev, short events, void *arg)
         }
         if (next) {
             COUNT(c, next, retries);
-            if (attach_server(c, next, NULL, true, false))
+            if (attach_server(c, next, NULL, true, false)) {
+                resume_client_reads(c);
                 return;
+            }
         }
     }
     log_info("upstream %s/%s closed before a complete response, request id %s",
