@@ -358,6 +358,16 @@ on_message_complete(llhttp_t *p)
 
 static enum reqframe_result execute(struct reqframe *f, const char *data, size_t len, size_t *used);
 
+/* A rejection found outside llhttp's callbacks: final, like reject(). */
+static enum reqframe_result
+fail(struct reqframe *f, int status, const char *reason)
+{
+    f->status = status;
+    f->failed = true;
+    llhttp_set_error_reason(&f->parser, reason);
+    return REQFRAME_ERROR;
+}
+
 /* Whether the bytes just before data + used (used >= 1) are CRLF; the CR may be the last byte of
  * an earlier buffer. */
 static bool
@@ -444,18 +454,12 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
     if (f->head_pending && err == HPE_PAUSED) {
         /* pos is just past the LF that ended the head: the empty line is CRLF (RFC 9112 §2.2). */
         f->head_pending = false;
-        if (!crlf_before(f, data, *used)) {
-            f->status = 400;
-            f->failed = true;
-            return REQFRAME_ERROR;
-        }
+        if (!crlf_before(f, data, *used))
+            return fail(f, 400, "a bare LF ends the head");
         if (f->ops->head) {
             int st = f->ops->head(f->arg);
-            if (st) {
-                f->status = st;
-                f->failed = true;
-                return REQFRAME_ERROR;
-            }
+            if (st)
+                return fail(f, st, "rejected");
         }
         llhttp_resume(&f->parser);
         return execute_rest(f, data, len, *used, used);
