@@ -94,7 +94,10 @@ class StaleServer:
         body = b''
         while True:
             while b'\r\n' not in buf:
-                buf += s.recv(65536) or b'!'
+                d = s.recv(65536)
+                if not d:
+                    raise OSError('cut chunk line')
+                buf += d
             line, buf = buf.split(b'\r\n', 1)
             size = int(line.split(b';')[0], 16)
             while len(buf) < size + 2:
