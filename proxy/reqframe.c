@@ -286,7 +286,6 @@ static int
 on_headers_complete(llhttp_t *p)
 {
     struct reqframe *f = p->data;
-    f->in_head = false;
     if (p->http_major != 1 || p->http_minor > 1)
         return reject(f, 505);
     f->http10 = p->http_minor == 0;
@@ -451,9 +450,15 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
     }
     const char *pos = llhttp_get_error_pos(&f->parser);
     *used = (pos && pos >= data && pos <= data + len) ? (size_t)(pos - data) : 0;
+    /* The raw head count up to where parsing stopped: a head that went over it is 431 wherever
+     * it stops (a cut run checks it at each buffer's end, before a later error could show). */
+    bool raw_over = f->in_head && f->counting && f->head_bytes + (int64_t)*used > raw_max(f);
     if (f->head_pending && err == HPE_PAUSED) {
         /* pos is just past the LF that ended the head: the empty line is CRLF (RFC 9112 §2.2). */
         f->head_pending = false;
+        if (raw_over)
+            return fail(f, 431, "header block too big");
+        f->in_head = false;
         if (!crlf_before(f, data, *used))
             return fail(f, 400, "a bare LF ends the head");
         if (f->ops->head) {
@@ -478,7 +483,9 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
     }
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
         return REQFRAME_PAUSED;
-    if (f->status == 0)
+    if (raw_over)
+        f->status = 431;
+    else if (f->status == 0)
         f->status = err == HPE_INVALID_VERSION ? 505 : 400;
     f->failed = true;
     return REQFRAME_ERROR;

@@ -748,6 +748,20 @@ test_limits(void)
     n += snprintf(buf + n, sizeof(buf) - (size_t)n, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     ok(runs(buf, (size_t)n, &lim, 0, NULL) == 0,
        "ok: 40 empty lines before a request, max_header_bytes 48, at every split");
+
+    /* The raw count (72 for max_header_bytes 48) reaches its limit exactly at the end of the
+     * last value: the line ends after it are over, whether they come in the same read (the head
+     * completes) or one by one; and a head over the count that fails later for another reason
+     * (no Host, a bad byte) is 431 too, as when it comes cut (found by fuzz_reqframe). */
+    n = snprintf(buf, sizeof(buf), "POST / HTTP/1.1\r\nHost: example.com\r\nX-Pad:%*s4\r\n\r\n",
+                 72 - 38, "");
+    rejects_lim("raw count at its limit at the last value, then CRLF CRLF", buf, (size_t)n, &lim,
+                431);
+    n = snprintf(buf, sizeof(buf), "POST / HTTP/1.1\r\nX-Pad:%*s4\r\n\r\n", 72 - 19, "");
+    rejects_lim("raw count over at the head's end, no Host", buf, (size_t)n, &lim, 431);
+    n = snprintf(buf, sizeof(buf), "POST / HTTP/1.1\r\nHost: example.com\r\nX-Pad:%*s4\r\n\x01\r\n",
+                 72 - 38, "");
+    rejects_lim("raw count over, then a bad byte", buf, (size_t)n, &lim, 431);
 }
 
 /* ---- bodies, ops, flags ---- */
