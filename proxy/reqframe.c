@@ -367,6 +367,27 @@ fail(struct reqframe *f, int status, const char *reason)
     return REQFRAME_ERROR;
 }
 
+/* llhttp stops at a bad byte inside a target, field name or value without reporting the piece
+ * before it, which a run cut there would have reported at its buffer's end and checked against
+ * the limits (a field over max_headers, a name over max_header_bytes: 431 rather than the bad
+ * byte's 400). The piece goes through the same callback now, so the status does not depend on
+ * where reads end. llhttp keeps the open span in two fields of its struct (the same ones its
+ * execute uses to report a span at a buffer's end). */
+static void
+report_open_span(struct reqframe *f, const char *pos)
+{
+    llhttp_t *p = &f->parser;
+    const char *start = p->_span_pos0;
+    if (start == NULL || p->_span_cb0 == NULL || pos == NULL || start < f->buf_start ||
+        pos < start || pos > f->buf_end)
+        return;
+    int (*cb)(llhttp_t *, const char *, const char *);
+    _Static_assert(sizeof(cb) == sizeof(p->_span_cb0), "llhttp keeps a function in a void *");
+    memcpy(&cb, &p->_span_cb0, sizeof(cb)); /* ISO C has no cast from void * to a function */
+    p->_span_pos0 = NULL;
+    cb(p, start, pos);
+}
+
 /* Whether the bytes just before data + used (used >= 1) are CRLF; the CR may be the last byte of
  * an earlier buffer. */
 static bool
@@ -450,6 +471,8 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
     }
     const char *pos = llhttp_get_error_pos(&f->parser);
     *used = (pos && pos >= data && pos <= data + len) ? (size_t)(pos - data) : 0;
+    if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE && f->status == 0)
+        report_open_span(f, pos);
     /* The raw head count up to where parsing stopped: a head that went over it is 431 wherever
      * it stops (a cut run checks it at each buffer's end, before a later error could show). */
     bool raw_over = f->in_head && f->counting && f->head_bytes + (int64_t)*used > raw_max(f);

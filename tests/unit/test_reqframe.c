@@ -653,6 +653,15 @@ test_limits(void)
                 R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                   "1\r\nx\r\n0\r\nT1: 1\r\nT2: 2\r\n\r\n"),
                 &lim, 431);
+    /* A field over the count whose name a bad byte ends: a read ending inside the name reports
+     * its first bytes (431); in one piece llhttp stops at the bad byte without them, and they are
+     * checked all the same (found by fuzz_chunked, in trailers). */
+    rejects_lim("a field over max_headers cut short by a bad byte",
+                R("GET / HTTP/1.1\r\nHost: a\r\nB: 1\r\nC: 2\r\nDx\r\x01\r\n\r\n"), &lim, 431);
+    rejects_lim("a trailer over max_headers cut short by a bad byte",
+                R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "1\r\nx\r\n0\r\nT1: 1\r\nT\r\xbf"),
+                &lim, 431);
 
     /* URI length. */
     lim = default_limits;
@@ -669,6 +678,9 @@ test_limits(void)
     lim.max_uri_bytes = 2048;
     ok(runs(buf, (size_t)n, &lim, 414, NULL) == 0,
        "414: a 3 KB target over max_uri_bytes 2048 (many pieces when split)");
+    buf[n - (int)sizeof(" HTTP/1.1\r\nHost: a\r\n\r\n") + 1] = '\x7f'; /* a bad byte ends it */
+    ok(runs(buf, (size_t)n, &lim, 414, NULL) == 0,
+       "414: a 3 KB target over max_uri_bytes 2048 ended by a bad byte, at every split");
 
     /* Body length with Content-Length: refused before the head reaches the owner. */
     lim = default_limits;
