@@ -184,9 +184,11 @@ check(const char *what, const char *data, size_t len, const struct want *w)
         size_t used = 0;
         enum respframe_result res = feed(&r, w, data, len, step, split, &used);
         size_t want_used = w->used ? w->used : len;
-        bool same =
-            w->transcript == NULL || (r.transcript.len == strlen(w->transcript) &&
-                                      memcmp(r.transcript.p, w->transcript, r.transcript.len) == 0);
+        /* An empty transcript has no buffer (p is NULL): memcmp may not be given it. */
+        bool same = w->transcript == NULL ||
+                    (r.transcript.len == strlen(w->transcript) &&
+                     (r.transcript.len == 0 ||
+                      memcmp(r.transcript.p, w->transcript, r.transcript.len) == 0));
         if (res != w->result || (res != RESPFRAME_ERROR && used != want_used) || !same ||
             r.order_errors) {
             diag("%s (step %zu, split %zu): %s, want %s; used %zu, want %zu; order errors %d (%s)",
