@@ -706,21 +706,17 @@ on_head(void *arg)
     return 0;
 }
 
-/* Appends a body piece to c->req as it went upstream, while the body fits RELAY_REPLAY_BYTES. */
+/* Appends a body piece to c->req as it went upstream, while the body fits RELAY_REPLAY_BYTES
+ * (beyond, it is streamed only: too big to send again). */
 static void
 keep_for_replay(struct client *c, const char *at, size_t len)
 {
-    char line[24];
-    int n = c->rf.chunked ? snprintf(line, sizeof(line), "%zx\r\n", len) : 0;
-    size_t wire = (size_t)n + len + (c->rf.chunked ? 2 : 0);
-    if (c->req.len - c->req_head_len + wire > RELAY_REPLAY_BYTES) {
-        c->replay = false; /* too big to send again: streamed only */
-        return;
+    if (c->req.len - c->req_head_len + len <= RELAY_REPLAY_BYTES) {
+        http_buf_add_body(&c->req, at, len, c->rf.chunked);
+        if (c->req.len - c->req_head_len <= RELAY_REPLAY_BYTES)
+            return;
     }
-    http_buf_add(&c->req, line, (size_t)n);
-    http_buf_add(&c->req, at, len);
-    if (c->rf.chunked)
-        http_buf_add(&c->req, "\r\n", 2);
+    c->replay = false;
 }
 
 static int

@@ -38,6 +38,20 @@ http_buf_adds(struct http_buf *b, const char *s)
 }
 
 void
+http_buf_add_body(struct http_buf *b, const char *at, size_t len, bool chunked)
+{
+    if (!chunked) {
+        http_buf_add(b, at, len);
+        return;
+    }
+    char line[24];
+    int n = snprintf(line, sizeof(line), "%zx\r\n", len);
+    http_buf_add(b, line, (size_t)n);
+    http_buf_add(b, at, len);
+    http_buf_add(b, "\r\n", 2);
+}
+
+void
 http_buf_finish(struct http_buf *b)
 {
     xfree(&b->p);

@@ -32,6 +32,9 @@ http_buf_add(struct http_buf *b, const void *data, size_t len)
 }
 
 void http_buf_adds(struct http_buf *b, const char *s);
+/* Appends a body piece as it goes on the wire: one chunk (size line, data, CRLF) when
+ * `chunked`, as it is otherwise (sock_add_body() does the same into an evbuffer). */
+void http_buf_add_body(struct http_buf *b, const char *at, size_t len, bool chunked);
 void http_buf_finish(struct http_buf *b);
 
 enum http_head_result {

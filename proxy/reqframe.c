@@ -402,13 +402,11 @@ crlf_before(const struct reqframe *f, const char *data, size_t used)
 static enum reqframe_result
 execute_rest(struct reqframe *f, const char *data, size_t len, size_t done, size_t *used)
 {
-    char last = f->last_byte;
     f->consumed += done;
     f->last_byte = data[done - 1];
     size_t more = 0;
     enum reqframe_result r = execute(f, data + done, len - done, &more);
-    f->consumed -= done; /* reqframe_execute adds all of *used */
-    f->last_byte = last; /* and sets it from the last byte used */
+    f->consumed -= done; /* reqframe_execute adds all of *used (and sets last_byte) */
     *used = done + more;
     return r;
 }
@@ -431,11 +429,8 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
         return REQFRAME_ERROR; /* an error is final: nothing more is parsed */
     if (f->cr_pending && len > 0) {
         f->cr_pending = false;
-        if (data[0] != '\r') {
-            f->status = 400;
-            f->failed = true;
-            return REQFRAME_ERROR;
-        }
+        if (data[0] != '\r')
+            return fail(f, 400, "a bare LF ends the request line");
     }
     f->buf_start = data;
     f->buf_end = data + len;
@@ -455,11 +450,8 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
         /* llhttp drops blanks before a value without a callback: count raw head bytes too. */
         if (f->in_head && f->counting) {
             f->head_bytes += (int64_t)len;
-            if (f->head_bytes > raw_max(f)) {
-                f->status = 431;
-                f->failed = true;
-                return REQFRAME_ERROR;
-            }
+            if (f->head_bytes > raw_max(f))
+                return fail(f, 431, "header block too big");
         }
         if (!f->value_piece)
             f->value_at_end = false; /* bytes passed since the last piece: no longer a split */
@@ -496,11 +488,8 @@ execute(struct reqframe *f, const char *data, size_t len, size_t *used)
         /* pos is just past the LF that ended the message: CRLF there, not a bare LF (RFC 9112
          * §7.1; a front proxy reading it differently would see another request after it). */
         f->complete_deferred = false;
-        if (!crlf_before(f, data, *used)) {
-            f->status = 400;
-            f->failed = true;
-            return REQFRAME_ERROR;
-        }
+        if (!crlf_before(f, data, *used))
+            return fail(f, 400, "a bare LF ends the chunked body");
         if (f->ops->complete)
             f->ops->complete(f->arg);
     }

@@ -246,11 +246,8 @@ respframe_execute(struct respframe *f, const char *data, size_t len, size_t *use
     if (f->complete_deferred && err == HPE_PAUSED) {
         /* pos is just past the LF that ended the body: CRLF there, not a bare LF. */
         f->complete_deferred = false;
-        if (!crlf) {
-            f->error = HPE_INVALID_CHUNK_SIZE;
-            llhttp_set_error_reason(f->parser, "a bare LF ends the chunked body");
-            return RESPFRAME_ERROR;
-        }
+        if (!crlf)
+            return fail(f, HPE_INVALID_CHUNK_SIZE, "a bare LF ends the chunked body");
         if (f->ops->complete)
             f->ops->complete(f->arg, f);
     }

@@ -98,21 +98,6 @@ rq_head(void *arg)
     return 0;
 }
 
-/* sock_add_body() into a buffer. */
-static void
-add_body(struct http_buf *out, const char *at, size_t len, bool chunked)
-{
-    if (chunked) {
-        char line[24];
-        int n = snprintf(line, sizeof(line), "%zx\r\n", len);
-        http_buf_add(out, line, (size_t)n);
-        http_buf_add(out, at, len);
-        http_buf_add(out, "\r\n", 2);
-    } else {
-        http_buf_add(out, at, len);
-    }
-}
-
 static int
 rq_body(void *arg, const char *at, size_t len)
 {
@@ -121,7 +106,7 @@ rq_body(void *arg, const char *at, size_t len)
     m->body_len += len;
     m->body_hash = fuzz_hash(m->body_hash, at, len);
     if (r->forward)
-        add_body(&r->out, at, len, r->f.chunked);
+        http_buf_add_body(&r->out, at, len, r->f.chunked);
     return 0;
 }
 
@@ -305,7 +290,7 @@ rs_body(void *arg, const char *at, size_t len)
     m->body_len += len;
     m->body_hash = fuzz_hash(m->body_hash, at, len);
     if (r->forward)
-        add_body(&r->out, at, len, r->out_body == HTTP_BODY_CHUNKED);
+        http_buf_add_body(&r->out, at, len, r->out_body == HTTP_BODY_CHUNKED);
 }
 
 static void

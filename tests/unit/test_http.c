@@ -71,6 +71,16 @@ test_buf(void)
     ok(b.p == NULL && b.len == 0 && b.cap == 0, "buf: finish frees and zeroes");
     http_buf_finish(&b);
     ok(b.p == NULL, "buf: finish twice is harmless");
+
+    char big[300];
+    memset(big, 'x', sizeof(big));
+    http_buf_add_body(&b, "hello", 5, false);
+    http_buf_add_body(&b, "hello", 5, true);
+    http_buf_add_body(&b, big, sizeof(big), true);
+    ok(b.len == 5 + 10 + 5 + 300 + 2 && memcmp(b.p, "hello5\r\nhello\r\n12c\r\n", 20) == 0 &&
+           memcmp(b.p + b.len - 4, "xx\r\n", 4) == 0 && memcmp(b.p + 20, big, 300) == 0,
+       "buf: add_body as is, or framed as one chunk (hex size line, data, CRLF)");
+    http_buf_finish(&b);
 }
 
 /* ---- http_list_has ---- */
