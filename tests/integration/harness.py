@@ -522,6 +522,54 @@ def build_request(method='GET', target='/', headers=None, body=None, version='HT
     return bytes(out)
 
 
+def recv_head(s, buf=b''):
+    """For raw test servers: a head read from socket s after buf (bytes already read), as
+    (head without its empty line, the bytes after it), or (None, buf) when s ends first."""
+    while b'\r\n\r\n' not in buf:
+        d = s.recv(65536)
+        if not d:
+            return None, buf
+        buf += d
+    head, rest = buf.split(b'\r\n\r\n', 1)
+    return head, rest
+
+
+def recv_body(s, head, buf):
+    """For raw test servers: the body head announces (Content-Length, or chunked: decoded,
+    trailers dropped) read from buf and socket s, as (body, the bytes after it), or (None, buf)
+    when s ends first. No length: no body."""
+    def fill(need):
+        nonlocal buf
+        while len(buf) < need:
+            d = s.recv(65536)
+            if not d:
+                return False
+            buf += d
+        return True
+
+    if not re.search(rb'(?im)^transfer-encoding:\s*chunked', head):
+        m = re.search(rb'(?im)^content-length:\s*(\d+)', head)
+        need = int(m.group(1)) if m else 0
+        if not fill(need):
+            return None, buf
+        return buf[:need], buf[need:]
+    body = b''
+    while True:
+        while b'\r\n' not in buf:
+            if not fill(len(buf) + 1):
+                return None, buf
+        line, rest = buf.split(b'\r\n', 1)
+        size = int(line.split(b';')[0], 16)
+        buf = rest
+        if size == 0:
+            trailers, buf = recv_head(s, b'\r\n' + buf)  # up to the empty line
+            return (None, buf) if trailers is None else (body, buf)
+        if not fill(size + 2):
+            return None, buf
+        body += buf[:size]
+        buf = buf[size + 2:]
+
+
 def chunked_body(data, sizes):
     """data encoded as chunks of the given sizes (cycled), plus the last chunk."""
     out = bytearray()

@@ -32,7 +32,6 @@ import os
 import sys
 import threading
 import time
-import unittest
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -195,21 +194,23 @@ class Load:
         return self.between(0.0)
 
 
-def mix(recs):
-    """{pool: count} of the good records."""
+def count_good(recs, field):
+    """{value of record field: count} over the good records (field 3: pool, 4: server)."""
     out = {}
     for r in recs:
         if r[5] is None:
-            out[r[3]] = out.get(r[3], 0) + 1
+            out[r[field]] = out.get(r[field], 0) + 1
     return out
+
+
+def mix(recs):
+    """{pool: count} of the good records."""
+    return count_good(recs, 3)
 
 
 def servers_of(recs):
-    out = {}
-    for r in recs:
-        if r[5] is None:
-            out[r[4]] = out.get(r[4], 0) + 1
-    return out
+    """{server: count} of the good records."""
+    return count_good(recs, 4)
 
 
 def failures(recs):

@@ -76,28 +76,17 @@ class FaultOrigin:
                 return
             threading.Thread(target=self._serve, args=(s,), daemon=True).start()
 
-    def _read_head(self, s, buf):
-        while b'\r\n\r\n' not in buf:
-            d = s.recv(65536)
-            if not d:
-                return None, buf
-            buf += d
-        head, rest = buf.split(b'\r\n\r\n', 1)
-        return head, rest
-
     def _serve(self, s):
         s.settimeout(30)
         buf = b''
         n = 0
         try:
             while True:
-                head, buf = self._read_head(s, buf)
+                head, buf = h.recv_head(s, buf)
                 if head is None:
                     return
                 line = head.split(b'\r\n', 1)[0].decode('latin-1')
                 method, target = line.split(' ')[:2]
-                m = re.search(rb'(?im)^content-length:\s*(\d+)', head)
-                need = int(m.group(1)) if m else 0
                 with self.lock:
                     self.requests += 1
                     drop = n > 0 and self.rnd.random() < self.flaky
@@ -114,12 +103,9 @@ class FaultOrigin:
                         self.upload_bytes += got
                     rst_close(s)
                     return
-                while len(buf) < need:
-                    d = s.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                got, buf = buf[:need], buf[need:]
+                got, buf = h.recv_body(s, head, buf)
+                if got is None:
+                    return
                 if drop:
                     with self.lock:
                         self.dropped += 1

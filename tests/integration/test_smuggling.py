@@ -800,22 +800,14 @@ class ShapeOrigin:
         buf = b''
         try:
             while True:
-                while b'\r\n\r\n' not in buf:
-                    d = s.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                head, buf = buf.split(b'\r\n\r\n', 1)
+                head, buf = h.recv_head(s, buf)
+                if head is None:
+                    return
                 line = head.split(b'\r\n', 1)[0]
                 method, target = line.split(b' ')[:2]
-                m = re.search(rb'(?im)^content-length:\s*(\d+)', head)
-                need = int(m.group(1)) if m else 0
-                while len(buf) < need:
-                    d = s.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                buf = buf[need:]
+                body, buf = h.recv_body(s, head, buf)
+                if body is None:
+                    return
                 with self.lock:
                     self.answered.append(target)
                 if target.startswith(b'/shape/'):

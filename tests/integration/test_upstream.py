@@ -53,62 +53,32 @@ class StaleServer:
         n = 0
         try:
             while True:
-                while b'\r\n\r\n' not in buf:
-                    d = s.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                head, buf = buf.split(b'\r\n\r\n', 1)
+                head, buf = h.recv_head(s, buf)
+                if head is None:
+                    return
                 if n >= 1 and self.drop_early:
                     self.dropped += 1
                     return
-                if re.search(rb'(?im)^transfer-encoding:\s*chunked', head):
-                    got, buf = self._chunked(s, buf)
-                else:
-                    m = re.search(rb'(?im)^content-length:\s*(\d+)', head)
-                    need = int(m.group(1)) if m else 0
-                    while len(buf) < need:
-                        d = s.recv(65536)
-                        if not d:
-                            return
-                        buf += d
-                    got, buf = buf[:need], buf[need:]
+                got, buf = h.recv_body(s, head, buf)
+                if got is None:
+                    return
                 n += 1
                 if n > 1:
                     self.dropped += 1
                     return            # close without a byte of response
                 self.answered += 1
-                body = b'fresh\n'
-                if got:
-                    body = b'fresh %d %s\n' % (len(got), h.fnv1a64(got).encode())
                 s.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Origin-Server: stale\r\n'
-                          b'X-Origin-Pool: blue\r\n\r\n' % len(body) + body)
+                          b'X-Origin-Pool: blue\r\n\r\n' % len(self.echo(got)) + self.echo(got))
         except OSError:
             pass
         finally:
             s.close()
 
     @staticmethod
-    def _chunked(s, buf):
-        """Decodes a chunked body at the start of buf (reading more from s): (body, rest)."""
-        body = b''
-        while True:
-            while b'\r\n' not in buf:
-                d = s.recv(65536)
-                if not d:
-                    raise OSError('cut chunk line')
-                buf += d
-            line, buf = buf.split(b'\r\n', 1)
-            size = int(line.split(b';')[0], 16)
-            while len(buf) < size + 2:
-                d = s.recv(65536)
-                if not d:
-                    raise OSError('cut chunk')
-                buf += d
-            if size == 0:
-                return body, buf[2:]   # no trailers from the proxy
-            body += buf[:size]
-            buf = buf[size + 2:]
+    def echo(body):
+        """The answer to a request with this body: its length and hash, so a test can tell the
+        body the server got."""
+        return b'fresh %d %s\n' % (len(body), h.fnv1a64(body).encode()) if body else b'fresh\n'
 
     def close(self):
         self.stop = True
@@ -388,114 +358,96 @@ class ClientAbortTest(h.ProxyTestCase):
 
 class RetryTest(h.ProxyTestCase):
 
+    def stale_proxy(self, **kw):
+        """A proxy whose blue pool is one StaleServer (closed after the test)."""
+        stale = StaleServer(**kw)
+        self.addCleanup(stale.close)
+        self.g1 = self.origin('green', 'g1')
+        return stale, self.proxy(self.config([('s1', '127.0.0.1:%d' % stale.port)], [self.g1],
+                                             workers=1))
+
     def test_retry_on_stale_reused_connection(self):
-        stale = StaleServer()
-        try:
-            self.g1 = self.origin('green', 'g1')
-            p = self.proxy(self.config([('s1', '127.0.0.1:%d' % stale.port)], [self.g1],
-                                       workers=1))
-            with h.Client(p.port) as c:
-                for i in range(4):
-                    r = c.request('GET', '/?i=%d' % i)
-                    self.assertStatus(r, 200, 'request %d (the reused upstream connection is '
-                                      'dropped by the server: must be retried once on a fresh '
-                                      'one) stale server: %d conns, %d answered, %d dropped' % (
-                                          i, stale.connections, stale.answered, stale.dropped))
-                    self.assertEqual(r.body, b'fresh\n')
-                    time.sleep(0.05)
-            self.assertGreaterEqual(stale.dropped, 1, 'the proxy never reused an upstream '
-                                    'connection (%d connections for 4 requests)' % stale.connections)
-        finally:
-            stale.close()
+        stale, p = self.stale_proxy()
+        with h.Client(p.port) as c:
+            for i in range(4):
+                r = c.request('GET', '/?i=%d' % i)
+                self.assertStatus(r, 200, 'request %d (the reused upstream connection is '
+                                  'dropped by the server: must be retried once on a fresh '
+                                  'one) stale server: %d conns, %d answered, %d dropped' % (
+                                      i, stale.connections, stale.answered, stale.dropped))
+                self.assertEqual(r.body, b'fresh\n')
+                time.sleep(0.05)
+        self.assertGreaterEqual(stale.dropped, 1, 'the proxy never reused an upstream '
+                                'connection (%d connections for 4 requests)' % stale.connections)
 
     def test_retry_with_body_on_stale_reused_connection(self):
         """DESIGN §4: a request that dies on a reused connection before any response byte is
         sent again on a fresh one — with its body (kept up to RELAY_REPLAY_BYTES), however the
         client framed it."""
-        stale = StaleServer()
-        try:
-            self.g1 = self.origin('green', 'g1')
-            p = self.proxy(self.config([('s1', '127.0.0.1:%d' % stale.port)], [self.g1],
-                                       workers=1))
-            small = os.urandom(3000)
-            near_limit = os.urandom(16 * 1024 - 64)
-            cases = [
-                ('POST', small, []),
-                ('PUT', small, []),
-                ('POST', near_limit, []),
-                ('POST', small, [('Transfer-Encoding', 'chunked')]),
-                ('PATCH', near_limit[:5000], [('Transfer-Encoding', 'chunked')]),
-                ('POST', small, [('Expect', '100-continue')]),
-            ]
-            with h.Client(p.port) as c:
-                self.assertStatus(c.request('GET', '/first'), 200)  # leaves an idle connection
-                for i, (method, body, hs) in enumerate(cases):
-                    time.sleep(0.05)
-                    dropped = stale.dropped
-                    chunked = any(k == 'Transfer-Encoding' for k, _ in hs)
-                    wire = h.chunked_body(body, [1000, 7, 4096]) if chunked else body
-                    r = c.request(method, '/b?i=%d' % i, headers=hs, body=wire)
-                    what = '%s of %d bytes%s' % (method, len(body), ' chunked' if chunked else '')
-                    self.assertStatus(r, 200, what + ' on a stale reused connection')
-                    self.assertEqual(stale.dropped, dropped + 1,
-                                     what + ': the proxy did not reuse the idle connection')
-                    self.assertEqual(r.body, b'fresh %d %s\n' % (
-                        len(body), h.fnv1a64(body).encode()), what + ': the body sent again '
-                        'differs from the client\'s')
-            self.assertTrue(p.alive())
-        finally:
-            stale.close()
+        stale, p = self.stale_proxy()
+        small = os.urandom(3000)
+        near_limit = os.urandom(16 * 1024 - 64)
+        cases = [
+            ('POST', small, []),
+            ('PUT', small, []),
+            ('POST', near_limit, []),
+            ('POST', small, [('Transfer-Encoding', 'chunked')]),
+            ('PATCH', near_limit[:5000], [('Transfer-Encoding', 'chunked')]),
+            ('POST', small, [('Expect', '100-continue')]),
+        ]
+        with h.Client(p.port) as c:
+            self.assertStatus(c.request('GET', '/first'), 200)  # leaves an idle connection
+            for i, (method, body, hs) in enumerate(cases):
+                time.sleep(0.05)
+                dropped = stale.dropped
+                chunked = any(k == 'Transfer-Encoding' for k, _ in hs)
+                wire = h.chunked_body(body, [1000, 7, 4096]) if chunked else body
+                r = c.request(method, '/b?i=%d' % i, headers=hs, body=wire)
+                what = '%s of %d bytes%s' % (method, len(body), ' chunked' if chunked else '')
+                self.assertStatus(r, 200, what + ' on a stale reused connection')
+                self.assertEqual(stale.dropped, dropped + 1,
+                                 what + ': the proxy did not reuse the idle connection')
+                self.assertEqual(r.body, StaleServer.echo(body),
+                                 what + ': the body sent again differs from the client\'s')
+        self.assertTrue(p.alive())
 
     def test_retry_while_the_body_is_still_coming(self):
         """The server drops the reused connection as the head arrives, while the client is
         still sending the body: the proxy sends the head and the body so far on a fresh
         connection, then the rest as it comes."""
-        stale = StaleServer(drop_early=True)
-        try:
-            self.g1 = self.origin('green', 'g1')
-            p = self.proxy(self.config([('s1', '127.0.0.1:%d' % stale.port)], [self.g1],
-                                       workers=1))
-            body = os.urandom(6000)
-            for chunked in (False, True):
-                with h.Client(p.port) as c:
-                    self.assertStatus(c.request('GET', '/first'), 200)
-                    time.sleep(0.05)
-                    dropped = stale.dropped
-                    hs = [('Transfer-Encoding', 'chunked')] if chunked else []
-                    wire = h.chunked_body(body, [2000]) if chunked else body
-                    c.send(h.build_request('POST', '/slow', hs, wire)[:-len(wire) + 2500])
-                    time.sleep(0.3)
-                    c.send(wire[2500:])
-                    r = c.read_response('POST')
-                    what = 'chunked' if chunked else 'Content-Length'
-                    self.assertStatus(r, 200, what)
-                    self.assertEqual(stale.dropped, dropped + 1, what + ': no stale connection')
-                    self.assertEqual(r.body, b'fresh %d %s\n' % (
-                        len(body), h.fnv1a64(body).encode()), what)
-        finally:
-            stale.close()
+        stale, p = self.stale_proxy(drop_early=True)
+        body = os.urandom(6000)
+        for chunked in (False, True):
+            with h.Client(p.port) as c:
+                self.assertStatus(c.request('GET', '/first'), 200)
+                time.sleep(0.05)
+                dropped = stale.dropped
+                hs = [('Transfer-Encoding', 'chunked')] if chunked else []
+                wire = h.chunked_body(body, [2000]) if chunked else body
+                c.send(h.build_request('POST', '/slow', hs, wire)[:-len(wire) + 2500])
+                time.sleep(0.3)
+                c.send(wire[2500:])
+                r = c.read_response('POST')
+                what = 'chunked' if chunked else 'Content-Length'
+                self.assertStatus(r, 200, what)
+                self.assertEqual(stale.dropped, dropped + 1, what + ': no stale connection')
+                self.assertEqual(r.body, StaleServer.echo(body), what)
 
     def test_body_over_replay_limit_not_retried(self):
         """A body over RELAY_REPLAY_BYTES is streamed only: on a stale connection the request
         gets 502 (documented), the next one works."""
-        stale = StaleServer()
-        try:
-            self.g1 = self.origin('green', 'g1')
-            p = self.proxy(self.config([('s1', '127.0.0.1:%d' % stale.port)], [self.g1],
-                                       workers=1))
-            with h.Client(p.port) as c:
-                self.assertStatus(c.request('GET', '/first'), 200)
-                time.sleep(0.05)
-                big = os.urandom(64 * 1024)
-                r = c.request('POST', '/big', body=big)
-                self.assertStatus(r, 502, 'a 64 KiB body on a stale connection cannot be sent '
-                                  'again')
-                self.assertEqual(stale.dropped, 1)
-            r = h.one_request(p.port, 'POST', '/after', body=b'x' * 100)
-            self.assertStatus(r, 200, 'the request after the 502')
-            self.assertEqual(r.body, b'fresh 100 %s\n' % h.fnv1a64(b'x' * 100).encode())
-        finally:
-            stale.close()
+        stale, p = self.stale_proxy()
+        with h.Client(p.port) as c:
+            self.assertStatus(c.request('GET', '/first'), 200)
+            time.sleep(0.05)
+            big = os.urandom(64 * 1024)
+            r = c.request('POST', '/big', body=big)
+            self.assertStatus(r, 502, 'a 64 KiB body on a stale connection cannot be sent '
+                              'again')
+            self.assertEqual(stale.dropped, 1)
+        r = h.one_request(p.port, 'POST', '/after', body=b'x' * 100)
+        self.assertStatus(r, 200, 'the request after the 502')
+        self.assertEqual(r.body, StaleServer.echo(b'x' * 100))
 
     def test_origin_restart_between_requests(self):
         self.b1 = self.origin('blue', 'b1')
